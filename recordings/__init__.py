@@ -1,0 +1,1 @@
+"""Per-track session recording into object storage (may use ``signalling.sfu`` only)."""

@@ -1,0 +1,168 @@
+"""Typed configuration: environment variables and an optional TOML file.
+
+Precedence (highest first): explicit keyword arguments, environment variables
+(``CLOUDWINDOW_`` prefix, ``__`` between nested keys, e.g.
+``CLOUDWINDOW_OBJECT_STORE__S3__BUCKET``), the TOML file named by
+``CLOUDWINDOW_CONFIG`` (or ``--config``), then the embedded defaults, which
+need nothing installed: SQLite and a filesystem store under ``./data``.
+
+``docs/operations.md`` is the reference for every key.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class S3Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = None
+    bucket: str = "cloudwindow"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str = "us-east-1"
+    #: Objects larger than this go up as multipart uploads of this part size.
+    part_size: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    #: Create the bucket at start-up if it does not exist.
+    create_bucket: bool = False
+
+
+class ObjectStoreSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["filesystem", "s3"] = "filesystem"
+    #: Root folder of the filesystem store; relative paths are under ``data_dir``.
+    root: Path = Path("objects")
+    s3: S3Settings = S3Settings()
+    #: Lifetime of signed download URLs, seconds.
+    signed_url_ttl: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+
+
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    access_token_ttl: int = Field(default=900, ge=30, description="seconds")
+    refresh_token_ttl: int = Field(default=14 * 24 * 3600, ge=60, description="seconds")
+    invite_ttl: int = Field(default=24 * 3600, ge=60, description="default invite lifetime, seconds")
+    login_max_attempts: int = Field(default=5, ge=1)
+    login_window: int = Field(default=300, ge=1, description="seconds")
+
+
+class UploadSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: Global ceiling for one document, bytes; checklist items may set less.
+    max_size: int = Field(default=50 * 1024 * 1024, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything the server reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLOUDWINDOW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: Folder for the embedded defaults (SQLite file, filesystem store, secret key).
+    data_dir: Path = Path("data")
+    #: SQLAlchemy async URL. Default: SQLite file under ``data_dir``.
+    database_url: str = ""
+    #: Redis for several server processes (Socket.IO manager, shared rate limits).
+    redis_url: str | None = None
+    #: HMAC/JWT secret. Default: generated once into ``data_dir/secret_key``.
+    secret_key: str = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Log format: ``json`` for production, ``text`` for a terminal.
+    log_format: Literal["json", "text"] = "json"
+    #: Serve the built web client from this folder when it exists.
+    web_client_dist: Path = Path("web_client/dist")
+    #: Trust X-Forwarded-For from a reverse proxy for client addresses.
+    trust_forwarded_for: bool = False
+
+    auth: AuthSettings = AuthSettings()
+    object_store: ObjectStoreSettings = ObjectStoreSettings()
+    upload: UploadSettings = UploadSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = os.environ.get("CLOUDWINDOW_CONFIG")
+        if config_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_path)))
+        return tuple(sources)
+
+    # -- derived values -------------------------------------------------
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'cloudwindow.db').resolve()}"
+
+    def resolved_object_root(self) -> Path:
+        root = self.object_store.root
+        return root if root.is_absolute() else (self.data_dir / root)
+
+    def resolved_secret_key(self) -> str:
+        """The configured secret, or one generated once and kept in ``data_dir``."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key
+
+
+class ConfigError(Exception):
+    """Configuration is invalid; the message names every bad key."""
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate settings, turning pydantic errors into one clear message."""
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        os.environ["CLOUDWINDOW_CONFIG"] = str(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            lines.append(f"  {key}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,1 @@
+"""The media plane: aiortc peers forwarding encoded media (no Socket.IO here)."""
