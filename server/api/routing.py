@@ -1,0 +1,283 @@
+"""Declared endpoints: one table drives routing, validation and the OpenAPI document.
+
+Each endpoint names its request body, query and response models (pydantic);
+the wrapper parses and validates them, authenticates the caller and hands
+the handler a :class:`Call`.  ``docs/api.md`` and ``/api/v1/openapi.json``
+are generated from the same declarations, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import models_json_schema
+
+from server.errors import ApiError, BadRequest, Unauthorized, UnsupportedMediaType, ValidationFailed
+from server.services.principal import Principal
+
+if TYPE_CHECKING:
+    from server.app import Services
+
+API_PREFIX = "/api/v1"
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)
+#: Largest JSON body accepted (uploads use multipart streaming instead).
+MAX_JSON_BODY = 256 * 1024
+
+T = TypeVar("T")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class PageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=20, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass
+class Call:
+    request: web.Request
+    services: Services
+    principal: Principal | None
+    body: Any
+    query: Any
+
+    @property
+    def me(self) -> Principal:
+        assert self.principal is not None
+        return self.principal
+
+    def path_int(self, name: str) -> int:
+        raw = self.request.match_info[name]
+        if not raw.isdigit() or len(raw) > 18:
+            raise ValidationFailed(f"{name} must be a positive integer", code="invalid_path_parameter")
+        return int(raw)
+
+
+Handler = Callable[[Call], Awaitable[web.StreamResponse | BaseModel | dict[str, Any]]]
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tags: tuple[str, ...]
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: Any
+    status: int
+    auth: bool
+    #: Extra OpenAPI request body description for non-JSON bodies (multipart, YAML, CSV).
+    raw_body: dict[str, Any] | None = None
+    raw_response: dict[str, Any] | None = None
+    errors: tuple[int, ...] = field(default_factory=tuple)
+
+
+def client_addr(request: web.Request, trust_forwarded: bool) -> str | None:
+    if trust_forwarded:
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return request.remote
+
+
+def validation_details(exc: ValidationError) -> dict[str, Any]:
+    return {
+        "errors": [
+            {"loc": [str(p) for p in e["loc"]], "message": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+    }
+
+
+async def read_json(request: web.Request) -> Any:
+    ctype = request.content_type
+    if ctype != "application/json":
+        raise UnsupportedMediaType(
+            "send the body as application/json", code="unsupported_content_type", details={"got": ctype}
+        )
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+        raise ApiError("JSON body too large", code="payload_too_large", status=413)
+    raw = await request.content.read(MAX_JSON_BODY + 1)
+    if len(raw) > MAX_JSON_BODY:
+        raise ApiError("JSON body too large", code="payload_too_large", status=413)
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest("body is not valid JSON", code="malformed_json", details={"error": str(exc)}) from None
+
+
+class Api:
+    def __init__(self) -> None:
+        self.endpoints: list[Endpoint] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tags: Sequence[str] = (),
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: Any = None,
+        status: int = 200,
+        auth: bool = True,
+        raw_body: dict[str, Any] | None = None,
+        raw_response: dict[str, Any] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.endpoints.append(
+                Endpoint(
+                    method,
+                    API_PREFIX + path,
+                    handler,
+                    summary,
+                    tuple(tags),
+                    body,
+                    query,
+                    response,
+                    status,
+                    auth,
+                    raw_body,
+                    raw_response,
+                )
+            )
+            return handler
+
+        return register
+
+    def routes(self, services_key: web.AppKey[Services]) -> list[web.RouteDef]:
+        return [web.route(e.method, e.path, self._wrap(e, services_key)) for e in self.endpoints]
+
+    @staticmethod
+    def _wrap(e: Endpoint, services_key: web.AppKey[Services]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            services = request.app[services_key]
+            principal = None
+            if e.auth:
+                header = request.headers.get("Authorization", "")
+                scheme, _, token = header.partition(" ")
+                if scheme.lower() != "bearer" or not token.strip():
+                    raise Unauthorized("log in first (Authorization: Bearer <token>)", code="auth_required")
+                addr = client_addr(request, services.settings.trust_forwarded_for)
+                async with services.db.transaction() as s:
+                    principal = await services.auth.authenticate(s, token.strip(), addr)
+                request[PRINCIPAL] = principal
+            query = None
+            if e.query is not None:
+                try:
+                    query = e.query.model_validate(dict(request.query))
+                except ValidationError as exc:
+                    raise ValidationFailed(
+                        "query parameters are not valid", code="invalid_query", details=validation_details(exc)
+                    ) from None
+            body = None
+            if e.body is not None:
+                data = await read_json(request)
+                try:
+                    body = e.body.model_validate(data)
+                except ValidationError as exc:
+                    raise ValidationFailed(
+                        "request body is not valid", code="validation_error", details=validation_details(exc)
+                    ) from None
+            result = await e.handler(Call(request, services, principal, body, query))
+            if isinstance(result, web.StreamResponse):
+                return result
+            if isinstance(result, BaseModel):
+                return web.Response(
+                    text=result.model_dump_json(), status=e.status, content_type="application/json"
+                )
+            return web.json_response(result, status=e.status)
+
+        handle.__name__ = e.handler.__name__
+        return handle
+
+    # -- OpenAPI ----------------------------------------------------------
+
+    def openapi(self, *, title: str, version: str) -> dict[str, Any]:
+        models: set[type[BaseModel]] = {ErrorBody}
+        for e in self.endpoints:
+            for m in (e.body, e.response):
+                if isinstance(m, type) and issubclass(m, BaseModel):
+                    models.add(m)
+        ordered = sorted(models, key=lambda m: m.__name__)
+        keys, defs = models_json_schema(
+            [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
+        )
+        schemas = defs.get("$defs", {})
+
+        def ref(m: type[BaseModel]) -> dict[str, Any]:
+            return keys[(m, "validation")]
+
+        error = {"description": "error", "content": {"application/json": {"schema": ref(ErrorBody)}}}
+        paths: dict[str, dict[str, Any]] = {}
+        for e in self.endpoints:
+            path = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", e.path)
+            params: list[dict[str, Any]] = [
+                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                for n in re.findall(r"\{(\w+)\}", path)
+            ]
+            if e.query is not None:
+                for name, f in e.query.model_fields.items():
+                    params.append(
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": f.is_required(),
+                            "schema": e.query.model_json_schema()["properties"][name],
+                        }
+                    )
+            op: dict[str, Any] = {
+                "summary": e.summary,
+                "operationId": e.handler.__name__,
+                "tags": list(e.tags),
+                "parameters": params,
+                "responses": {"4XX": error},
+            }
+            if e.auth:
+                op["security"] = [{"bearer": []}]
+            if e.body is not None:
+                op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(e.body)}}}
+            elif e.raw_body is not None:
+                op["requestBody"] = {"required": True, "content": e.raw_body}
+            if isinstance(e.response, type) and issubclass(e.response, BaseModel):
+                op["responses"][str(e.status)] = {
+                    "description": "ok",
+                    "content": {"application/json": {"schema": ref(e.response)}},
+                }
+            elif e.raw_response is not None:
+                op["responses"][str(e.status)] = {"description": "ok", "content": e.raw_response}
+            else:
+                op["responses"][str(e.status)] = {"description": "ok"}
+            paths.setdefault(path, {})[e.method.lower()] = op
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": title, "version": version},
+            "paths": paths,
+            "components": {
+                "schemas": schemas,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            },
+        }

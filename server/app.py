@@ -1,0 +1,180 @@
+"""The composition root: ``create_app(settings)`` builds and wires everything."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from server.api import auth as auth_api
+from server.api import cases as cases_api
+from server.api import documents as documents_api
+from server.api import matters as matters_api
+from server.api import orgs as orgs_api
+from server.api.health import health_routes
+from server.api.routing import PRINCIPAL, REQUEST_ID, Api, validation_details
+from server.clock import Clock, SystemClock
+from server.errors import ApiError
+from server.metrics import Metrics
+from server.objectstore import FilesystemObjectStore, ObjectStore, create_object_store, object_routes
+from server.services.auth import AuthService, LoginRateLimiter
+from server.services.cases import CaseService
+from server.services.documents import DocumentService
+from server.settings import Settings
+from server.storage.database import Database
+
+log = logging.getLogger("server.http")
+VERSION = "0.1.0"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    db: Database
+    store: ObjectStore
+    auth: AuthService
+    cases: CaseService
+    documents: DocumentService
+    metrics: Metrics
+
+
+SERVICES = web.AppKey("services", Services)
+
+ROUTE_MODULES: tuple[Api, ...] = (auth_api.api, orgs_api.api, matters_api.api, cases_api.api, documents_api.api)
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    clock = clock or SystemClock()
+    secret = settings.resolved_secret_key()
+    db = Database(settings.resolved_database_url())
+    store = create_object_store(settings.object_store, root=settings.resolved_object_root(), secret=secret)
+    a = settings.auth
+    auth = AuthService(
+        secret=secret,
+        clock=clock,
+        access_ttl=a.access_token_ttl,
+        refresh_ttl=a.refresh_token_ttl,
+        invite_ttl=a.invite_ttl,
+        limiter=LoginRateLimiter(clock, a.login_max_attempts, a.login_window),
+    )
+    cases = CaseService(clock=clock, secret=secret)
+    documents = DocumentService(
+        db=db, store=store, cases=cases, clock=clock, global_max_size=settings.upload.max_size
+    )
+    return Services(settings, clock, db, store, auth, cases, documents, Metrics())
+
+
+def openapi_document() -> dict[str, object]:
+    merged = Api()
+    for module in ROUTE_MODULES:
+        merged.endpoints.extend(module.endpoints)
+    return merged.openapi(title="CloudWindow API", version=VERSION)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(status: int, code: str, message: str, details: dict[str, object] | None = None) -> web.Response:
+    return web.json_response({"code": code, "message": message, "details": details or {}}, status=status)
+
+
+_HTTP_CODES = {
+    404: ("route_not_found", "no such endpoint"),
+    405: ("method_not_allowed", "method not allowed on this endpoint"),
+    413: ("payload_too_large", "request body too large"),
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as ``{code, message, details}``; log unexpected ones with the request id."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(exc.to_json(), status=exc.status)
+    except ValidationError as exc:
+        return _error_response(422, "validation_error", "input is not valid", validation_details(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = _HTTP_CODES.get(exc.status, (f"http_{exc.status}", exc.reason))
+        return _error_response(exc.status, code, message)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID)})
+        return _error_response(500, "internal_error", "internal error", {"request_id": request.get(REQUEST_ID)})
+
+
+def _request_middleware(services: Services) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[REQUEST_ID] = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            response.headers["X-Request-Id"] = request[REQUEST_ID]
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            info = request.match_info.route.resource
+            route = info.canonical if info is not None else "unmatched"
+            services.metrics.requests.labels(route, request.method, str(status)).inc()
+            services.metrics.latency.labels(route, request.method).observe(elapsed)
+            principal = request.get(PRINCIPAL)
+            log.info(
+                "%s %s %s",
+                request.method,
+                route,
+                status,
+                extra={
+                    "request_id": request[REQUEST_ID],
+                    "status": status,
+                    "ms": round(elapsed * 1000, 1),
+                    "user_id": principal.user_id if principal else None,
+                },
+            )
+
+    return middleware
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    services = build_services(settings, clock)
+    app = web.Application(
+        middlewares=[_request_middleware(services), error_middleware],
+        client_max_size=1024 * 1024,
+    )
+    app[SERVICES] = services
+    for module in ROUTE_MODULES:
+        app.add_routes(module.routes(SERVICES))
+    app.add_routes(health_routes(SERVICES, openapi_document()))
+    if isinstance(services.store, FilesystemObjectStore):
+        app.add_routes(object_routes(services.store, services.store.signer))
+    _add_web_client(app, settings.web_client_dist)
+
+    async def on_cleanup(_app: web.Application) -> None:
+        await services.store.close()
+        await services.db.close()
+
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def _add_web_client(app: web.Application, dist: Path) -> None:
+    index = dist / "index.html"
+    if not index.is_file():
+        return
+
+    async def spa(_request: web.Request) -> web.FileResponse:
+        return web.FileResponse(index)
+
+    if (dist / "assets").is_dir():
+        app.router.add_static("/assets", dist / "assets")
+    app.router.add_get("/", spa)

@@ -1,0 +1,301 @@
+"""Login, tokens, logout, invites and the login rate limit.
+
+Access tokens are short-lived JWTs (HS256) naming a login session; every
+request checks the session is still live, so logout (revoking the session)
+takes effect at once.  Refresh tokens are opaque, stored only as SHA-256,
+and rotate on every use: a refresh token works once.  Invite tokens are
+likewise random, stored hashed, single-use, expiring and revocable; a
+redeemed invite becomes a login session scoped to one case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.clock import Clock
+from server.errors import ApiError, Forbidden, TooManyRequests, Unauthorized
+from server.services.principal import Principal, Role
+from server.storage.models import AuthSession, Invite, User
+from server.storage.orgs import OrgRepository
+from server.storage.users import AuthSessionRepository, InviteRepository, UserRepository
+
+_hasher = PasswordHasher()
+#: Verified against when the username does not exist, so timing does not tell.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+JWT_ALG = "HS256"
+JWT_AUDIENCE = "cloudwindow"
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_in: int
+
+
+class LoginRateLimiter:
+    """Sliding-window count of failed logins per username and per client address.
+
+    In-process: with several server processes each keeps its own window (the
+    limit then holds per process); a Redis-backed limiter is planned with the
+    Redis manager.
+    """
+
+    def __init__(self, clock: Clock, max_attempts: int, window: float) -> None:
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.window = window
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str) -> deque[float]:
+        q = self._failures.setdefault(key, deque())
+        cutoff = self.clock.monotonic() - self.window
+        while q and q[0] <= cutoff:
+            q.popleft()
+        return q
+
+    def check(self, *keys: str) -> None:
+        for key in keys:
+            q = self._recent(key)
+            if len(q) >= self.max_attempts:
+                retry = int(q[0] + self.window - self.clock.monotonic()) + 1
+                raise TooManyRequests(
+                    "too many failed logins, try again later",
+                    code="login_rate_limited",
+                    details={"retry_after": retry},
+                )
+
+    def failed(self, *keys: str) -> None:
+        now = self.clock.monotonic()
+        for key in keys:
+            self._recent(key).append(now)
+        if len(self._failures) > 100_000:  # bound memory under a spray of usernames
+            for k in [k for k, q in self._failures.items() if not q]:
+                del self._failures[k]
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+class AuthService:
+    def __init__(
+        self,
+        *,
+        secret: str,
+        clock: Clock,
+        access_ttl: int,
+        refresh_ttl: int,
+        invite_ttl: int,
+        limiter: LoginRateLimiter,
+    ) -> None:
+        self.secret = secret
+        self.clock = clock
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+        self.invite_ttl = invite_ttl
+        self.limiter = limiter
+
+    # -- tokens -----------------------------------------------------------
+
+    def _access_token(self, claims: dict[str, Any]) -> str:
+        now = self.clock.now()
+        payload = {
+            **claims,
+            "aud": JWT_AUDIENCE,
+            "iat": int(now.timestamp()),
+            "exp": int((now + timedelta(seconds=self.access_ttl)).timestamp()),
+            "typ": "access",
+        }
+        return jwt.encode(payload, self.secret, algorithm=JWT_ALG)
+
+    async def _open_session(
+        self, s: AsyncSession, *, user_id: int | None, invite_id: int | None, client_addr: str | None
+    ) -> TokenPair:
+        now = self.clock.now()
+        refresh = secrets.token_urlsafe(32)
+        row = AuthSession(
+            id=str(uuid.uuid4()),
+            user_id=user_id,
+            invite_id=invite_id,
+            refresh_hash=token_hash(refresh),
+            created_at=now,
+            expires_at=now + timedelta(seconds=self.refresh_ttl),
+            revoked_at=None,
+            client_addr=client_addr,
+        )
+        await AuthSessionRepository(s).add(row)
+        return TokenPair(self._access_token({"sid": row.id}), refresh, self.access_ttl, self.refresh_ttl)
+
+    async def login(self, s: AsyncSession, username: str, password: str, client_addr: str | None) -> TokenPair:
+        keys = (f"user:{username.lower()}", f"addr:{client_addr}")
+        self.limiter.check(*keys)
+        user = await UserRepository(s).by_username(username)
+        ok = verify_password(user.password_hash if user else None, password)
+        if not ok or user is None or not user.active:
+            self.limiter.failed(*keys)
+            raise Unauthorized("wrong username or password", code="invalid_credentials")
+        self.limiter.succeeded(keys[0])
+        return await self._open_session(s, user_id=user.id, invite_id=None, client_addr=client_addr)
+
+    async def refresh(self, s: AsyncSession, refresh_token: str) -> TokenPair:
+        repo = AuthSessionRepository(s)
+        row = await repo.by_refresh_hash(token_hash(refresh_token), for_update=True)
+        now = self.clock.now()
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
+            raise Unauthorized("refresh token is invalid, expired or already used", code="refresh_invalid")
+        new_refresh = secrets.token_urlsafe(32)
+        row.refresh_hash = token_hash(new_refresh)
+        await s.flush()
+        remaining = int((row.expires_at - now).total_seconds())
+        return TokenPair(self._access_token({"sid": row.id}), new_refresh, self.access_ttl, remaining)
+
+    async def logout(self, s: AsyncSession, principal: Principal) -> None:
+        await AuthSessionRepository(s).revoke(principal.session_id, self.clock.now())
+
+    async def authenticate(self, s: AsyncSession, token: str, client_addr: str | None) -> Principal:
+        """Turn a bearer access token into a principal, or raise 401."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.secret,
+                algorithms=[JWT_ALG],
+                audience=JWT_AUDIENCE,
+                options={"require": ["exp", "iat", "sid", "typ"], "verify_exp": False},
+            )
+        except jwt.PyJWTError:
+            raise Unauthorized("access token is malformed or its signature is wrong", code="token_invalid") from None
+        if claims.get("typ") != "access":
+            raise Unauthorized("not an access token", code="token_invalid")
+        # Expiry is checked against the injected clock, not the wall clock.
+        if int(claims["exp"]) <= int(self.clock.now().timestamp()):
+            raise Unauthorized("access token has expired; refresh it", code="token_expired")
+        row = await AuthSessionRepository(s).get(str(claims["sid"]))
+        if row is None or row.revoked_at is not None or row.expires_at <= self.clock.now():
+            raise Unauthorized("session has ended; log in again", code="session_revoked")
+        return await self._principal(s, row, client_addr)
+
+    async def _principal(self, s: AsyncSession, row: AuthSession, client_addr: str | None) -> Principal:
+        invite: Invite | None = None
+        if row.invite_id is not None:
+            invite = await InviteRepository(s).get(row.invite_id)
+            if invite is None or invite.revoked_at is not None:
+                raise Unauthorized("the invite behind this session was revoked", code="session_revoked")
+        user: User | None = await UserRepository(s).get(row.user_id) if row.user_id is not None else None
+        if user is not None:
+            if not user.active:
+                raise Unauthorized("account is disabled", code="account_disabled")
+            unit = await OrgRepository(s).unit(user.unit_id)
+            return Principal(
+                user_id=user.id,
+                username=user.username,
+                display_name=user.display_name,
+                role=Role(user.role),
+                unit_id=user.unit_id,
+                unit_path=unit.path if unit else "",
+                department_id=user.department_id,
+                session_id=row.id,
+                invite_case_id=invite.case_id if invite else None,
+                client_addr=client_addr,
+            )
+        if invite is None:
+            raise Unauthorized("session has no user", code="session_revoked")
+        return Principal(
+            user_id=None,
+            username=f"invite-{invite.id}",
+            display_name=invite.display_name,
+            role=Role(invite.role),
+            unit_id=None,
+            unit_path="",
+            department_id=None,
+            session_id=row.id,
+            invite_case_id=invite.case_id,
+            client_addr=client_addr,
+        )
+
+    # -- invites ----------------------------------------------------------
+
+    async def create_invite(
+        self,
+        s: AsyncSession,
+        *,
+        case_id: int,
+        created_by: Principal,
+        role: Role,
+        display_name: str,
+        invitee_user_id: int | None,
+        ttl: int | None,
+    ) -> tuple[Invite, str]:
+        """Create an invite; the plain token is returned once and never stored."""
+        if created_by.user_id is None:
+            raise Forbidden("only account holders can invite", code="forbidden")
+        token = secrets.token_urlsafe(32)
+        now = self.clock.now()
+        invite = Invite(
+            token_hash=token_hash(token),
+            case_id=case_id,
+            role=str(role),
+            display_name=display_name,
+            invitee_user_id=invitee_user_id,
+            created_by=created_by.user_id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl or self.invite_ttl),
+            used_at=None,
+            revoked_at=None,
+        )
+        await InviteRepository(s).add(invite)
+        return invite, token
+
+    async def redeem_invite(
+        self, s: AsyncSession, *, case_id: int, token: str, client_addr: str | None
+    ) -> tuple[Invite, TokenPair]:
+        repo = InviteRepository(s)
+        invite = await repo.by_token_hash(token_hash(token))
+        if invite is None:
+            raise Unauthorized("invite link is not valid", code="invite_invalid")
+        if invite.case_id != case_id:
+            raise Forbidden("this invite is for another session", code="invite_wrong_scope")
+        if invite.revoked_at is not None:
+            raise ApiError("this invite was revoked", code="invite_revoked", status=410)
+        if invite.used_at is not None:
+            raise ApiError("this invite was already used", code="invite_used", status=410)
+        now = self.clock.now()
+        if invite.expires_at <= now:
+            raise ApiError("this invite has expired", code="invite_expired", status=410)
+        if not await repo.claim(invite.id, now):
+            raise ApiError("this invite was already used", code="invite_used", status=410)
+        pair = await self._open_session(
+            s, user_id=invite.invitee_user_id, invite_id=invite.id, client_addr=client_addr
+        )
+        return invite, pair
+
+    async def revoke_invite(self, s: AsyncSession, invite: Invite) -> None:
+        if invite.revoked_at is None:
+            invite.revoked_at = self.clock.now()
+            await s.flush()

@@ -1,0 +1,128 @@
+"""Cases (办件), their audit trail and documents."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.storage.models import Case, CaseAuditEntry, Department, Document, OrgUnit
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """Visibility and search for case lists; ``None`` fields do not filter."""
+
+    unit_id: int | None = None
+    department_id: int | None = None
+    #: Cases opened in, or routed to a department in, this subtree.
+    subtree_path: str | None = None
+    #: Only this one case (an invite's scope).
+    case_id: int | None = None
+    state: str | None = None
+    matter_id: int | None = None
+    query: str | None = None
+    #: When set, the filter matches nothing (a role that sees no lists).
+    nothing: bool = False
+
+
+class CaseRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.s = session
+
+    async def add(self, case: Case) -> Case:
+        self.s.add(case)
+        await self.s.flush()
+        return case
+
+    async def get(self, case_id: int, *, for_update: bool = False) -> Case | None:
+        if for_update:
+            stmt = select(Case).where(Case.id == case_id).with_for_update()
+            return (await self.s.execute(stmt)).scalar_one_or_none()
+        return await self.s.get(Case, case_id)
+
+    async def department_unit_path(self, department_id: int) -> str:
+        stmt = select(OrgUnit.path).join(Department, Department.unit_id == OrgUnit.id).where(
+            Department.id == department_id
+        )
+        return str((await self.s.execute(stmt)).scalar_one())
+
+    def _filtered(self, f: CaseFilter) -> Select[tuple[Case]]:
+        stmt = select(Case)
+        if f.nothing:
+            return stmt.where(Case.id.is_(None))
+        if f.unit_id is not None:
+            stmt = stmt.where(Case.unit_id == f.unit_id)
+        if f.department_id is not None:
+            stmt = stmt.where(Case.department_id == f.department_id)
+        if f.case_id is not None:
+            stmt = stmt.where(Case.id == f.case_id)
+        if f.subtree_path is not None:
+            routed_here = (
+                select(Department.id)
+                .join(OrgUnit, Department.unit_id == OrgUnit.id)
+                .where(OrgUnit.path.startswith(f.subtree_path))
+            )
+            stmt = stmt.where(or_(Case.unit_path.startswith(f.subtree_path), Case.department_id.in_(routed_here)))
+        if f.state:
+            stmt = stmt.where(Case.state == f.state)
+        if f.matter_id is not None:
+            stmt = stmt.where(Case.matter_id == f.matter_id)
+        if f.query:
+            q = f.query.strip()
+            conds = [Case.applicant_name.like(f"%{q}%")]
+            if q.isdigit():
+                conds.append(Case.id == int(q))
+            stmt = stmt.where(or_(*conds))
+        return stmt
+
+    async def search(self, f: CaseFilter, *, limit: int, offset: int) -> tuple[Sequence[Case], int]:
+        stmt = self._filtered(f)
+        total = (await self.s.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        rows = (await self.s.execute(stmt.order_by(Case.id.desc()).limit(limit).offset(offset))).scalars().all()
+        return rows, total
+
+    # -- audit ----------------------------------------------------------
+
+    async def last_audit(self, case_id: int) -> CaseAuditEntry | None:
+        stmt = (
+            select(CaseAuditEntry)
+            .where(CaseAuditEntry.case_id == case_id)
+            .order_by(CaseAuditEntry.seq.desc())
+            .limit(1)
+        )
+        return (await self.s.execute(stmt)).scalar_one_or_none()
+
+    async def add_audit(self, entry: CaseAuditEntry) -> CaseAuditEntry:
+        self.s.add(entry)
+        await self.s.flush()
+        return entry
+
+    async def audit(self, case_id: int) -> Sequence[CaseAuditEntry]:
+        stmt = select(CaseAuditEntry).where(CaseAuditEntry.case_id == case_id).order_by(CaseAuditEntry.seq)
+        return (await self.s.execute(stmt)).scalars().all()
+
+    async def audited_case_ids(self) -> Sequence[int]:
+        stmt = select(CaseAuditEntry.case_id).distinct().order_by(CaseAuditEntry.case_id)
+        return (await self.s.execute(stmt)).scalars().all()
+
+    # -- documents ------------------------------------------------------
+
+    async def add_document(self, doc: Document) -> Document:
+        self.s.add(doc)
+        await self.s.flush()
+        return doc
+
+    async def document(self, case_id: int, document_id: int) -> Document | None:
+        stmt = select(Document).where(and_(Document.id == document_id, Document.case_id == case_id))
+        return (await self.s.execute(stmt)).scalar_one_or_none()
+
+    async def documents(self, case_id: int) -> Sequence[Document]:
+        stmt = select(Document).where(Document.case_id == case_id).order_by(Document.id)
+        return (await self.s.execute(stmt)).scalars().all()
+
+    async def delete_document(self, doc: Document) -> None:
+        await self.s.delete(doc)
+        await self.s.flush()

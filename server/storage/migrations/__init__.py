@@ -1,0 +1,1 @@
+"""Alembic migrations; run with ``cloudwindow db upgrade`` (``server.storage.migrate``)."""

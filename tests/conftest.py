@@ -1,0 +1,211 @@
+"""Shared fixtures: both database engines, a fake clock, the app and demo users.
+
+Every test that uses ``db_url`` (directly or through ``app``/``client``) runs
+once on SQLite and once on PostgreSQL.  PostgreSQL is the server at
+127.0.0.1:5432 (database ``test`` for the admin connection); the run creates
+its own database and drops it at the end.  Without ``CI=true`` an
+unreachable PostgreSQL skips those tests; in CI it fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from argon2 import PasswordHasher
+
+from server.app import SERVICES, create_app
+from server.clock import FakeClock
+from server.settings import Settings
+from server.storage.database import Database
+from server.storage.migrate import upgrade
+from server.storage.models import Base
+
+IN_CI = os.environ.get("CI") == "true"
+PG_ADMIN_DSN = os.environ.get("CLOUDWINDOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+DEMO_PASSWORD = "demo-password-1"
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally, fail in CI: a missing service must never pass silently there."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: required)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing() -> Iterator[None]:
+    """Cheap argon2 parameters for tests (production parameters are argon2-cffi's defaults)."""
+    import server.services.auth as auth
+
+    saved = auth._hasher
+    auth._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    auth._hasher = saved
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+async def _pg_admin(dsn: str) -> asyncpg.Connection:
+    return await asyncio.wait_for(asyncpg.connect(dsn), timeout=5)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str | None]:
+    """A fresh, migrated PostgreSQL database for this run, or None if unreachable."""
+    name = f"cw_test_{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        conn = await _pg_admin(PG_ADMIN_DSN)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(create())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        yield None
+        _ = exc
+        return
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    url = f"{base}/{name}"
+    upgrade(url)
+    yield url
+
+    async def drop() -> None:
+        conn = await _pg_admin(PG_ADMIN_DSN)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+async def _truncate_all(url: str) -> None:
+    db = Database(url)
+    try:
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        async with db.engine.begin() as conn:
+            from sqlalchemy import text
+
+            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        await db.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path, pg_database: str | None
+) -> AsyncIterator[str]:
+    """An empty, migrated database: a copy of the SQLite template, or the run's PostgreSQL database truncated."""
+    if request.param == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    if pg_database is None:
+        unavailable(f"PostgreSQL not reachable at {PG_ADMIN_DSN}")
+    assert pg_database is not None
+    await _truncate_all(pg_database)
+    yield pg_database
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        secret_key="test-secret-key-0123456789abcdef",
+        log_format="text",
+        web_client_dist=tmp_path / "no-web-client",
+    )
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings, clock: FakeClock) -> TestClient:
+    app = create_app(settings, clock=clock)
+    return await aiohttp_client(app)
+
+
+@pytest.fixture
+async def demo(client: TestClient, clock: FakeClock) -> dict[str, str]:
+    """Load the demo district; returns username → password."""
+    from server import demo as demo_data
+
+    services = client.app[SERVICES]
+    async with services.db.transaction() as s:
+        users = await demo_data.load(s, clock, password=DEMO_PASSWORD)
+    return {u.username: u.password for u in users}
+
+
+class Session:
+    """A logged-in API client: ``await as_user.get(path)`` with the bearer token set."""
+
+    def __init__(self, client: TestClient, token: str, refresh: str) -> None:
+        self.client = client
+        self.token = token
+        self.refresh = refresh
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self.request("POST", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Any:
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
+
+
+async def login(client: TestClient, username: str, password: str = DEMO_PASSWORD) -> Session:
+    resp = await client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert resp.status == 200, await resp.text()
+    data = await resp.json()
+    return Session(client, data["access_token"], data["refresh_token"])
+
+
+@pytest.fixture
+def as_user(client: TestClient, demo: dict[str, str]) -> Any:
+    """``await as_user("staff")`` → a logged-in :class:`Session`."""
+
+    async def make(username: str) -> Session:
+        return await login(client, username)
+
+    return make
