@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from server.api import auth as auth_api
@@ -47,7 +48,13 @@ class Services:
 
 SERVICES = web.AppKey("services", Services)
 
-ROUTE_MODULES: tuple[Api, ...] = (auth_api.api, orgs_api.api, matters_api.api, cases_api.api, documents_api.api)
+ROUTE_MODULES: tuple[Api, ...] = (
+    auth_api.api,
+    orgs_api.api,
+    matters_api.api,
+    cases_api.api,
+    documents_api.api,
+)
 
 
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
@@ -65,9 +72,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         limiter=LoginRateLimiter(clock, a.login_max_attempts, a.login_window),
     )
     cases = CaseService(clock=clock, secret=secret)
-    documents = DocumentService(
-        db=db, store=store, cases=cases, clock=clock, global_max_size=settings.upload.max_size
-    )
+    documents = DocumentService(db=db, store=store, cases=cases, clock=clock, global_max_size=settings.upload.max_size)
     return Services(settings, clock, db, store, auth, cases, documents, Metrics())
 
 
@@ -111,7 +116,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error_response(500, "internal_error", "internal error", {"request_id": request.get(REQUEST_ID)})
 
 
-def _request_middleware(services: Services) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _request_middleware(services: Services) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         request[REQUEST_ID] = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex

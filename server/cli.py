@@ -171,8 +171,11 @@ def parser() -> argparse.ArgumentParser:
     admin = sub.add_parser("admin", help="administration").add_subparsers(dest="admin_command", required=True)
     cu = admin.add_parser("create-user", help="create an account")
     cu.add_argument("--username", required=True)
-    cu.add_argument("--role", required=True,
-                    choices=["admin", "supervisor", "clerk", "community_staff", "expert", "inspector"])
+    cu.add_argument(
+        "--role",
+        required=True,
+        choices=["admin", "supervisor", "clerk", "community_staff", "expert", "inspector"],
+    )
     cu.add_argument("--unit", required=True, help="unit code, e.g. D01")
     cu.add_argument("--department", help="department code (clerks)")
     cu.add_argument("--display-name")

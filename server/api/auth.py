@@ -28,7 +28,7 @@ class RefreshBody(BaseModel):
 class TokenOut(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
     expires_in: int
     refresh_expires_in: int
 
@@ -55,8 +55,15 @@ class MeOut(BaseModel):
     invite_case_id: int | None
 
 
-@api.route("POST", "/auth/login", summary="Log in with username and password", tags=["auth"], body=LoginBody,
-           response=TokenOut, auth=False)
+@api.route(
+    "POST",
+    "/auth/login",
+    summary="Log in with username and password",
+    tags=["auth"],
+    body=LoginBody,
+    response=TokenOut,
+    auth=False,
+)
 async def login(call: Call) -> TokenOut:
     sv = call.services
     addr = client_addr(call.request, sv.settings.trust_forwarded_for)
@@ -65,16 +72,28 @@ async def login(call: Call) -> TokenOut:
     return TokenOut.of(pair)
 
 
-@api.route("POST", "/auth/refresh", summary="Exchange a refresh token (single use) for new tokens",
-           tags=["auth"], body=RefreshBody, response=TokenOut, auth=False)
+@api.route(
+    "POST",
+    "/auth/refresh",
+    summary="Exchange a refresh token (single use) for new tokens",
+    tags=["auth"],
+    body=RefreshBody,
+    response=TokenOut,
+    auth=False,
+)
 async def refresh(call: Call) -> TokenOut:
     async with call.services.db.transaction() as s:
         pair = await call.services.auth.refresh(s, call.body.refresh_token)
     return TokenOut.of(pair)
 
 
-@api.route("POST", "/auth/logout", summary="End this login session (access and refresh tokens stop working)",
-           tags=["auth"], status=204)
+@api.route(
+    "POST",
+    "/auth/logout",
+    summary="End this login session (access and refresh tokens stop working)",
+    tags=["auth"],
+    status=204,
+)
 async def logout(call: Call) -> web.Response:
     async with call.services.db.transaction() as s:
         await call.services.auth.logout(s, call.me)

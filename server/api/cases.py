@@ -123,7 +123,7 @@ class RedeemBody(BaseModel):
 class RedeemOut(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
     expires_in: int
     case_id: int
     role: str
@@ -174,8 +174,14 @@ async def _detail(call: Call, view: CaseView) -> CaseDetailOut:
     )
 
 
-@api.route("GET", "/cases", summary="Cases visible to the caller", tags=["cases"], query=CaseQuery,
-           response=Page[CaseOut])
+@api.route(
+    "GET",
+    "/cases",
+    summary="Cases visible to the caller",
+    tags=["cases"],
+    query=CaseQuery,
+    response=Page[CaseOut],
+)
 async def list_cases(call: Call) -> Page[CaseOut]:
     q, sv = call.query, call.services
     async with sv.db.transaction() as s:
@@ -188,32 +194,56 @@ async def list_cases(call: Call) -> Page[CaseOut]:
     )
 
 
-@api.route("POST", "/cases", summary="Open a case for a matter at the caller's service point", tags=["cases"],
-           body=CaseCreate, response=CaseDetailOut, status=201)
+@api.route(
+    "POST",
+    "/cases",
+    summary="Open a case for a matter at the caller's service point",
+    tags=["cases"],
+    body=CaseCreate,
+    response=CaseDetailOut,
+    status=201,
+)
 async def create_case(call: Call) -> CaseDetailOut:
     async with call.services.db.transaction() as s:
         view = await call.services.cases.create(s, call.me, call.body)
     return await _detail(call, view)
 
 
-@api.route("GET", "/cases/{case_id}", summary="One case with its checklist status", tags=["cases"],
-           response=CaseDetailOut)
+@api.route(
+    "GET",
+    "/cases/{case_id}",
+    summary="One case with its checklist status",
+    tags=["cases"],
+    response=CaseDetailOut,
+)
 async def get_case(call: Call) -> CaseDetailOut:
     async with call.services.db.transaction() as s:
         view = await call.services.cases.load(s, call.me, call.path_int("case_id"), Action.READ)
     return await _detail(call, view)
 
 
-@api.route("PATCH", "/cases/{case_id}", summary="Edit a draft case's applicant data", tags=["cases"],
-           body=CaseUpdate, response=CaseDetailOut)
+@api.route(
+    "PATCH",
+    "/cases/{case_id}",
+    summary="Edit a draft case's applicant data",
+    tags=["cases"],
+    body=CaseUpdate,
+    response=CaseDetailOut,
+)
 async def update_case(call: Call) -> CaseDetailOut:
     async with call.services.db.transaction() as s:
         view = await call.services.cases.update(s, call.me, call.path_int("case_id"), call.body)
     return await _detail(call, view)
 
 
-@api.route("POST", "/cases/{case_id}/transitions", summary="Move a case to another state", tags=["cases"],
-           body=Transition, response=CaseDetailOut)
+@api.route(
+    "POST",
+    "/cases/{case_id}/transitions",
+    summary="Move a case to another state",
+    tags=["cases"],
+    body=Transition,
+    response=CaseDetailOut,
+)
 async def transition_case(call: Call) -> CaseDetailOut:
     sv, case_id = call.services, call.path_int("case_id")
     async with sv.db.transaction() as s:
@@ -227,8 +257,13 @@ async def transition_case(call: Call) -> CaseDetailOut:
     return await _detail(call, view)
 
 
-@api.route("GET", "/cases/{case_id}/audit", summary="The case's audit trail, verified", tags=["cases"],
-           response=AuditOut)
+@api.route(
+    "GET",
+    "/cases/{case_id}/audit",
+    summary="The case's audit trail, verified",
+    tags=["cases"],
+    response=AuditOut,
+)
 async def case_audit(call: Call) -> AuditOut:
     sv, case_id = call.services, call.path_int("case_id")
     async with sv.db.transaction() as s:
@@ -251,8 +286,15 @@ def _invite_out(invite: Any, token: str | None = None) -> InviteOut:
     return out
 
 
-@api.route("POST", "/cases/{case_id}/invites", summary="Invite an expert, inspector or outside party",
-           tags=["invites"], body=InviteCreate, response=InviteOut, status=201)
+@api.route(
+    "POST",
+    "/cases/{case_id}/invites",
+    summary="Invite an expert, inspector or outside party",
+    tags=["invites"],
+    body=InviteCreate,
+    response=InviteOut,
+    status=201,
+)
 async def create_invite(call: Call) -> InviteOut:
     sv, case_id = call.services, call.path_int("case_id")
     async with sv.db.transaction() as s:
@@ -268,13 +310,18 @@ async def create_invite(call: Call) -> InviteOut:
             invitee_user_id=call.body.invitee_user_id,
             ttl=call.body.ttl_seconds,
         )
-        await audit.append(s, sv.clock, case_id, call.me, "invite.created",
-                           {"invite_id": invite.id, "role": invite.role, "display_name": invite.display_name})
+        await audit.append(
+            s,
+            sv.clock,
+            case_id,
+            call.me,
+            "invite.created",
+            {"invite_id": invite.id, "role": invite.role, "display_name": invite.display_name},
+        )
     return _invite_out(invite, token)
 
 
-@api.route("GET", "/cases/{case_id}/invites", summary="Invites of a case", tags=["invites"],
-           response=Page[InviteOut])
+@api.route("GET", "/cases/{case_id}/invites", summary="Invites of a case", tags=["invites"], response=Page[InviteOut])
 async def list_invites(call: Call) -> Page[InviteOut]:
     sv, case_id = call.services, call.path_int("case_id")
     async with sv.db.transaction() as s:
@@ -283,8 +330,7 @@ async def list_invites(call: Call) -> Page[InviteOut]:
     return Page[InviteOut](items=[_invite_out(i) for i in rows], total=len(rows), limit=len(rows), offset=0)
 
 
-@api.route("DELETE", "/cases/{case_id}/invites/{invite_id}", summary="Revoke an invite", tags=["invites"],
-           status=204)
+@api.route("DELETE", "/cases/{case_id}/invites/{invite_id}", summary="Revoke an invite", tags=["invites"], status=204)
 async def revoke_invite(call: Call) -> web.Response:
     sv, case_id, invite_id = call.services, call.path_int("case_id"), call.path_int("invite_id")
     async with sv.db.transaction() as s:
@@ -297,16 +343,33 @@ async def revoke_invite(call: Call) -> web.Response:
     return web.Response(status=204)
 
 
-@api.route("POST", "/cases/{case_id}/invites/redeem", summary="Join a case's session through an invite link",
-           tags=["invites"], body=RedeemBody, response=RedeemOut, auth=False)
+@api.route(
+    "POST",
+    "/cases/{case_id}/invites/redeem",
+    summary="Join a case's session through an invite link",
+    tags=["invites"],
+    body=RedeemBody,
+    response=RedeemOut,
+    auth=False,
+)
 async def redeem_invite(call: Call) -> RedeemOut:
     sv, case_id = call.services, call.path_int("case_id")
     addr = client_addr(call.request, sv.settings.trust_forwarded_for)
     async with sv.db.transaction() as s:
         invite, pair = await sv.auth.redeem_invite(s, case_id=case_id, token=call.body.token, client_addr=addr)
-        await audit.append(s, sv.clock, case_id, None, "invite.redeemed",
-                           {"invite_id": invite.id, "role": invite.role, "display_name": invite.display_name,
-                            "client_addr": addr})
+        await audit.append(
+            s,
+            sv.clock,
+            case_id,
+            None,
+            "invite.redeemed",
+            {
+                "invite_id": invite.id,
+                "role": invite.role,
+                "display_name": invite.display_name,
+                "client_addr": addr,
+            },
+        )
     return RedeemOut(
         access_token=pair.access_token,
         refresh_token=pair.refresh_token,

@@ -77,10 +77,20 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@api.route("POST", "/cases/{case_id}/documents", summary="Upload a material (multipart, part 'file')",
-           tags=["documents"], query=UploadQuery, response=DocumentOut, status=201,
-           raw_body={"multipart/form-data": {"schema": {"type": "object", "properties": {
-               "file": {"type": "string", "format": "binary"}}}}})
+@api.route(
+    "POST",
+    "/cases/{case_id}/documents",
+    summary="Upload a material (multipart, part 'file')",
+    tags=["documents"],
+    query=UploadQuery,
+    response=DocumentOut,
+    status=201,
+    raw_body={
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+        }
+    },
+)
 async def upload_document(call: Call) -> DocumentOut:
     sv, request = call.services, call.request
     target = await sv.documents.prepare_upload(call.me, call.path_int("case_id"), call.query.item)
@@ -93,8 +103,13 @@ async def upload_document(call: Call) -> DocumentOut:
     return DocumentOut.of(doc)
 
 
-@api.route("GET", "/cases/{case_id}/documents", summary="Materials of a case", tags=["documents"],
-           response=Page[DocumentOut])
+@api.route(
+    "GET",
+    "/cases/{case_id}/documents",
+    summary="Materials of a case",
+    tags=["documents"],
+    response=Page[DocumentOut],
+)
 async def list_documents(call: Call) -> Page[DocumentOut]:
     sv, case_id = call.services, call.path_int("case_id")
     async with sv.db.transaction() as s:
@@ -103,16 +118,26 @@ async def list_documents(call: Call) -> Page[DocumentOut]:
     return Page[DocumentOut](items=[DocumentOut.of(d) for d in rows], total=len(rows), limit=len(rows), offset=0)
 
 
-@api.route("GET", "/cases/{case_id}/documents/{document_id}", summary="One material's metadata",
-           tags=["documents"], response=DocumentOut)
+@api.route(
+    "GET",
+    "/cases/{case_id}/documents/{document_id}",
+    summary="One material's metadata",
+    tags=["documents"],
+    response=DocumentOut,
+)
 async def get_document(call: Call) -> DocumentOut:
     async with call.services.db.transaction() as s:
         doc = await call.services.documents.get(s, call.me, call.path_int("case_id"), call.path_int("document_id"))
     return DocumentOut.of(doc)
 
 
-@api.route("GET", "/cases/{case_id}/documents/{document_id}/content", summary="Download a material",
-           tags=["documents"], raw_response={"application/octet-stream": {}})
+@api.route(
+    "GET",
+    "/cases/{case_id}/documents/{document_id}/content",
+    summary="Download a material",
+    tags=["documents"],
+    raw_response={"application/octet-stream": {}},
+)
 async def document_content(call: Call) -> web.StreamResponse:
     sv = call.services
     async with sv.db.transaction() as s:
@@ -134,9 +159,13 @@ async def document_content(call: Call) -> web.StreamResponse:
     return resp
 
 
-@api.route("GET", "/cases/{case_id}/documents/{document_id}/url",
-           summary="A short-lived signed URL for the material (for <img>, PDF preview, downloads)",
-           tags=["documents"], response=SignedUrlOut)
+@api.route(
+    "GET",
+    "/cases/{case_id}/documents/{document_id}/url",
+    summary="A short-lived signed URL for the material (for <img>, PDF preview, downloads)",
+    tags=["documents"],
+    response=SignedUrlOut,
+)
 async def document_url(call: Call) -> SignedUrlOut:
     sv = call.services
     async with sv.db.transaction() as s:
@@ -146,8 +175,13 @@ async def document_url(call: Call) -> SignedUrlOut:
     return SignedUrlOut(url=url, expires_at=sv.clock.now() + timedelta(seconds=ttl))
 
 
-@api.route("DELETE", "/cases/{case_id}/documents/{document_id}", summary="Remove a material from an open case",
-           tags=["documents"], status=204)
+@api.route(
+    "DELETE",
+    "/cases/{case_id}/documents/{document_id}",
+    summary="Remove a material from an open case",
+    tags=["documents"],
+    status=204,
+)
 async def delete_document(call: Call) -> web.Response:
     await call.services.documents.delete(call.me, call.path_int("case_id"), call.path_int("document_id"))
     return web.Response(status=204)

@@ -29,8 +29,9 @@ def health_routes(services_key: web.AppKey[Services], openapi: dict[str, object]
                 log.warning("readiness check %s failed: %s", name, exc)
                 checks[name] = "failed"
         ready = all(v == "ok" for v in checks.values())
-        return web.json_response({"status": "ok" if ready else "unavailable", "checks": checks},
-                                 status=200 if ready else 503)
+        return web.json_response(
+            {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+        )
 
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(request.app[services_key].metrics.registry)

@@ -37,8 +37,14 @@ class ImportResult(BaseModel):
     updated: int
 
 
-@api.route("GET", "/matters", summary="Search the matter catalogue", tags=["matters"], query=MatterQuery,
-           response=Page[catalogue.MatterSpec])
+@api.route(
+    "GET",
+    "/matters",
+    summary="Search the matter catalogue",
+    tags=["matters"],
+    query=MatterQuery,
+    response=Page[catalogue.MatterSpec],
+)
 async def list_matters(call: Call) -> Page[catalogue.MatterSpec]:
     q = call.query
     async with call.services.db.transaction() as s:
@@ -50,8 +56,13 @@ async def list_matters(call: Call) -> Page[catalogue.MatterSpec]:
     )
 
 
-@api.route("GET", "/matters/{code}", summary="One matter with its checklist", tags=["matters"],
-           response=catalogue.MatterSpec)
+@api.route(
+    "GET",
+    "/matters/{code}",
+    summary="One matter with its checklist",
+    tags=["matters"],
+    response=catalogue.MatterSpec,
+)
 async def get_matter(call: Call) -> catalogue.MatterSpec:
     async with call.services.db.transaction() as s:
         repo = MatterRepository(s)
@@ -61,8 +72,14 @@ async def get_matter(call: Call) -> catalogue.MatterSpec:
         return catalogue.to_spec(matter, list(await repo.checklist(matter.id)))
 
 
-@api.route("GET", "/catalogue/export", summary="Export the catalogue as YAML or CSV", tags=["matters"],
-           query=ExportQuery, raw_response={"application/yaml": {}, "text/csv": {}})
+@api.route(
+    "GET",
+    "/catalogue/export",
+    summary="Export the catalogue as YAML or CSV",
+    tags=["matters"],
+    query=ExportQuery,
+    raw_response={"application/yaml": {}, "text/csv": {}},
+)
 async def export_catalogue(call: Call) -> web.Response:
     async with call.services.db.transaction() as s:
         spec = await catalogue.export_spec(s)
@@ -71,9 +88,14 @@ async def export_catalogue(call: Call) -> web.Response:
     return web.Response(text=catalogue.dump_yaml(spec), content_type="application/yaml", charset="utf-8")
 
 
-@api.route("POST", "/catalogue/import", summary="Import (upsert) a catalogue file, YAML or CSV (admin)",
-           tags=["matters"], response=ImportResult,
-           raw_body={"application/yaml": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}})
+@api.route(
+    "POST",
+    "/catalogue/import",
+    summary="Import (upsert) a catalogue file, YAML or CSV (admin)",
+    tags=["matters"],
+    response=ImportResult,
+    raw_body={"application/yaml": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}},
+)
 async def import_catalogue(call: Call) -> ImportResult:
     if call.me.role is not Role.ADMIN:
         raise Forbidden("administrators only", code="forbidden")
@@ -93,7 +115,8 @@ async def import_catalogue(call: Call) -> ImportResult:
         spec = catalogue.parse_csv(text)
     else:
         raise UnsupportedMediaType(
-            "send application/yaml or text/csv", code="unsupported_content_type",
+            "send application/yaml or text/csv",
+            code="unsupported_content_type",
             details={"got": request.content_type},
         )
     async with call.services.db.transaction() as s:

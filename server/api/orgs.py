@@ -88,8 +88,7 @@ def _admin(call: Call) -> None:
         raise Forbidden("administrators only", code="forbidden")
 
 
-@api.route("GET", "/users", summary="List accounts (admin)", tags=["users"], query=PageQuery,
-           response=Page[UserOut])
+@api.route("GET", "/users", summary="List accounts (admin)", tags=["users"], query=PageQuery, response=Page[UserOut])
 async def list_users(call: Call) -> Page[UserOut]:
     _admin(call)
     async with call.services.db.transaction() as s:
@@ -99,8 +98,15 @@ async def list_users(call: Call) -> Page[UserOut]:
     )
 
 
-@api.route("POST", "/users", summary="Create an account (admin)", tags=["users"], body=accounts.UserCreate,
-           response=UserOut, status=201)
+@api.route(
+    "POST",
+    "/users",
+    summary="Create an account (admin)",
+    tags=["users"],
+    body=accounts.UserCreate,
+    response=UserOut,
+    status=201,
+)
 async def create_user(call: Call) -> UserOut:
     _admin(call)
     async with call.services.db.transaction() as s:

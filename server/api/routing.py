@@ -172,7 +172,9 @@ class Api:
         return [web.route(e.method, e.path, self._wrap(e, services_key)) for e in self.endpoints]
 
     @staticmethod
-    def _wrap(e: Endpoint, services_key: web.AppKey[Services]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _wrap(
+        e: Endpoint, services_key: web.AppKey[Services]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             services = request.app[services_key]
             principal = None
@@ -191,7 +193,9 @@ class Api:
                     query = e.query.model_validate(dict(request.query))
                 except ValidationError as exc:
                     raise ValidationFailed(
-                        "query parameters are not valid", code="invalid_query", details=validation_details(exc)
+                        "query parameters are not valid",
+                        code="invalid_query",
+                        details=validation_details(exc),
                     ) from None
             body = None
             if e.body is not None:
@@ -206,9 +210,7 @@ class Api:
             if isinstance(result, web.StreamResponse):
                 return result
             if isinstance(result, BaseModel):
-                return web.Response(
-                    text=result.model_dump_json(), status=e.status, content_type="application/json"
-                )
+                return web.Response(text=result.model_dump_json(), status=e.status, content_type="application/json")
             return web.json_response(result, status=e.status)
 
         handle.__name__ = e.handler.__name__
@@ -259,7 +261,10 @@ class Api:
             if e.auth:
                 op["security"] = [{"bearer": []}]
             if e.body is not None:
-                op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(e.body)}}}
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref(e.body)}},
+                }
             elif e.raw_body is not None:
                 op["requestBody"] = {"required": True, "content": e.raw_body}
             if isinstance(e.response, type) and issubclass(e.response, BaseModel):

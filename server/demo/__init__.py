@@ -37,7 +37,12 @@ def _load(name: str) -> Any:
 async def _units(s: AsyncSession, nodes: list[dict[str, Any]], parent: Any) -> None:
     for node in nodes:
         unit = await accounts.add_unit(
-            s, code=node["code"], kind=node["kind"], name_zh=node["name_zh"], name_en=node["name_en"], parent=parent
+            s,
+            code=node["code"],
+            kind=node["kind"],
+            name_zh=node["name_zh"],
+            name_en=node["name_en"],
+            parent=parent,
         )
         await _units(s, node.get("children", []), unit)
 

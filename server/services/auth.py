@@ -290,9 +290,7 @@ class AuthService:
             raise ApiError("this invite has expired", code="invite_expired", status=410)
         if not await repo.claim(invite.id, now):
             raise ApiError("this invite was already used", code="invite_used", status=410)
-        pair = await self._open_session(
-            s, user_id=invite.invitee_user_id, invite_id=invite.id, client_addr=client_addr
-        )
+        pair = await self._open_session(s, user_id=invite.invitee_user_id, invite_id=invite.id, client_addr=client_addr)
         return invite, pair
 
     async def revoke_invite(self, s: AsyncSession, invite: Invite) -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.clock import Clock
-from server.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
+from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.services import audit
 from server.services.identity import id_number_hash, is_valid_id_number, normalise_id_number
 from server.services.policy import Action, CaseScope, may

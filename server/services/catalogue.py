@@ -19,7 +19,8 @@ from server.errors import ValidationFailed
 from server.storage.matters import MatterRepository
 from server.storage.models import ChecklistItem, Matter
 
-MIME_TYPES = ("image/jpeg", "image/png", "image/webp", "application/pdf")
+MimeType = Literal["image/jpeg", "image/png", "image/webp", "application/pdf"]
+MIME_TYPES: tuple[MimeType, ...] = ("image/jpeg", "image/png", "image/webp", "application/pdf")
 MB = 1024 * 1024
 
 
@@ -32,7 +33,7 @@ class ChecklistItemSpec(_Spec):
     name_zh: str = Field(min_length=1, max_length=200)
     name_en: str = Field(min_length=1, max_length=200)
     required: bool = True
-    accepted_types: list[Literal["image/jpeg", "image/png", "image/webp", "application/pdf"]] = Field(
+    accepted_types: list[MimeType] = Field(
         default_factory=lambda: list(MIME_TYPES), min_length=1
     )
     max_size_mb: int = Field(default=10, ge=1, le=1024)
@@ -80,9 +81,7 @@ class CatalogueSpec(_Spec):
 
 
 def _invalid(exc: ValidationError) -> ValidationFailed:
-    errors = [
-        {"loc": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors(include_url=False)
-    ]
+    errors = [{"loc": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors(include_url=False)]
     return ValidationFailed("the catalogue file is not valid", code="catalogue_invalid", details={"errors": errors})
 
 
@@ -165,10 +164,12 @@ def parse_csv(text: str) -> CatalogueSpec:
                 )
     except (ValueError, TypeError, KeyError) as exc:
         raise ValidationFailed(
-            "a CSV row is not valid", code="catalogue_invalid", details={"line": reader.line_num, "error": str(exc)}
+            "a CSV row is not valid",
+            code="catalogue_invalid",
+            details={"line": reader.line_num, "error": str(exc)},
         ) from None
     try:
-        return CatalogueSpec(matters=list(matters.values()))  # type: ignore[arg-type]
+        return CatalogueSpec.model_validate({"matters": list(matters.values())})
     except ValidationError as exc:
         raise _invalid(exc) from None
 
@@ -238,12 +239,8 @@ async def import_spec(s: AsyncSession, spec: CatalogueSpec) -> dict[str, int]:
     repo = MatterRepository(s)
     created = updated = 0
     for m in spec.matters:
-        row = await repo.by_code(m.code)
-        if row is None:
-            row = Matter(code=m.code)
-            created += 1
-        else:
-            updated += 1
+        existing = await repo.by_code(m.code)
+        row = existing or Matter(code=m.code)
         row.name_zh, row.name_en = m.name_zh, m.name_en
         row.department_code = m.department
         row.promised_days = m.promised_days
@@ -252,8 +249,11 @@ async def import_spec(s: AsyncSession, spec: CatalogueSpec) -> dict[str, int]:
         row.retention_days = m.retention_days
         row.inspection_checklist = [i.model_dump() for i in m.inspection_checklist]
         row.active = True
-        if row.id is None:
+        if existing is None:
             await repo.add(row)
+            created += 1
+        else:
+            updated += 1
         await repo.replace_checklist(
             row.id,
             [

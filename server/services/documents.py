@@ -189,7 +189,12 @@ class DocumentService:
             key = doc.object_key
             await CaseRepository(s).delete_document(doc)
             await audit.append(
-                s, self.clock, case_id, principal, "document.deleted", {"document_id": document_id, "sha256": doc.sha256}
+                s,
+                self.clock,
+                case_id,
+                principal,
+                "document.deleted",
+                {"document_id": document_id, "sha256": doc.sha256},
             )
         try:
             await self.store.delete(key)
@@ -220,4 +225,3 @@ class DocumentService:
 
 def missing_required(status: list[dict[str, object]]) -> list[str]:
     return [str(i["code"]) for i in status if i["required"] and not i["satisfied"]]
-

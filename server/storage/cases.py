@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.storage.models import Case, CaseAuditEntry, Department, Document, OrgUnit
@@ -44,12 +44,14 @@ class CaseRepository:
         return await self.s.get(Case, case_id)
 
     async def department_unit_path(self, department_id: int) -> str:
-        stmt = select(OrgUnit.path).join(Department, Department.unit_id == OrgUnit.id).where(
-            Department.id == department_id
+        stmt = (
+            select(OrgUnit.path)
+            .join(Department, Department.unit_id == OrgUnit.id)
+            .where(Department.id == department_id)
         )
         return str((await self.s.execute(stmt)).scalar_one())
 
-    def _filtered(self, f: CaseFilter) -> Select[tuple[Case]]:
+    def _filtered(self, f: CaseFilter) -> Select[Case]:
         stmt = select(Case)
         if f.nothing:
             return stmt.where(Case.id.is_(None))
@@ -72,7 +74,7 @@ class CaseRepository:
             stmt = stmt.where(Case.matter_id == f.matter_id)
         if f.query:
             q = f.query.strip()
-            conds = [Case.applicant_name.like(f"%{q}%")]
+            conds: list[ColumnElement[bool]] = [Case.applicant_name.like(f"%{q}%")]
             if q.isdigit():
                 conds.append(Case.id == int(q))
             stmt = stmt.where(or_(*conds))
@@ -88,10 +90,7 @@ class CaseRepository:
 
     async def last_audit(self, case_id: int) -> CaseAuditEntry | None:
         stmt = (
-            select(CaseAuditEntry)
-            .where(CaseAuditEntry.case_id == case_id)
-            .order_by(CaseAuditEntry.seq.desc())
-            .limit(1)
+            select(CaseAuditEntry).where(CaseAuditEntry.case_id == case_id).order_by(CaseAuditEntry.seq.desc()).limit(1)
         )
         return (await self.s.execute(stmt)).scalar_one_or_none()
 

@@ -72,9 +72,9 @@ class MatterRepository:
         """Replace a matter's checklist, keeping rows (and their ids) whose code survives."""
         existing = {i.code: i for i in await self.checklist(matter_id)}
         keep = {i.code for i in items}
-        for code, row in existing.items():
+        for code, old in existing.items():
             if code not in keep:
-                await self.s.execute(delete(ChecklistItem).where(ChecklistItem.id == row.id))
+                await self.s.execute(delete(ChecklistItem).where(ChecklistItem.id == old.id))
         for position, item in enumerate(items):
             row = existing.get(item.code)
             if row is None:
