@@ -33,7 +33,7 @@ def entry_digest(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + b"\n" + payload.encode()).hexdigest()
 
 
-def _fields(e: CaseAuditEntry) -> dict[str, Any]:
+def entry_fields(e: CaseAuditEntry) -> dict[str, Any]:
     return {
         "case_id": e.case_id,
         "seq": e.seq,
@@ -75,7 +75,7 @@ async def append(
         client_addr=actor.client_addr if actor else None,
         prev_hash=last.hash if last else GENESIS,
     )
-    entry.hash = entry_digest(entry.prev_hash, _fields(entry))
+    entry.hash = entry_digest(entry.prev_hash, entry_fields(entry))
     return await repo.add_audit(entry)
 
 
@@ -96,7 +96,7 @@ def verify_entries(case_id: int, entries: Sequence[CaseAuditEntry]) -> VerifyRes
             return VerifyResult(case_id, len(entries), False, e.seq, f"expected seq {index}")
         if e.prev_hash != prev:
             return VerifyResult(case_id, len(entries), False, e.seq, "prev_hash does not match")
-        if entry_digest(prev, _fields(e)) != e.hash:
+        if entry_digest(prev, entry_fields(e)) != e.hash:
             return VerifyResult(case_id, len(entries), False, e.seq, "hash does not match content")
         prev = e.hash
     return VerifyResult(case_id, len(entries), True)

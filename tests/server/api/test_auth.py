@@ -1,0 +1,88 @@
+"""Login, refresh rotation, logout and the invite flow, end to end over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import DEMO_PASSWORD, Session, login
+from tests.server.api.conftest import open_case
+
+
+async def test_login_me_refresh_logout(client: Any, demo: dict[str, str]) -> None:
+    staff = await login(client, "staff")
+    me = await (await staff.get("/api/v1/me")).json()
+    assert me["username"] == "staff"
+    assert me["role"] == "community_staff"
+    assert me["unit_code"] == "P01"
+
+    resp = await client.post("/api/v1/auth/refresh", json={"refresh_token": staff.refresh})
+    assert resp.status == 200
+    rotated = await resp.json()
+    assert rotated["refresh_token"] != staff.refresh
+    # The old refresh token worked once only.
+    resp = await client.post("/api/v1/auth/refresh", json={"refresh_token": staff.refresh})
+    assert resp.status == 401
+    assert (await resp.json())["code"] == "refresh_invalid"
+
+    fresh = Session(client, rotated["access_token"], rotated["refresh_token"])
+    assert (await fresh.get("/api/v1/me")).status == 200
+    assert (await fresh.post("/api/v1/auth/logout")).status == 204
+    # Logout ends the session at once: the access token and the refresh token both stop working.
+    resp = await fresh.get("/api/v1/me")
+    assert resp.status == 401
+    assert (await resp.json())["code"] == "session_revoked"
+    resp = await client.post("/api/v1/auth/refresh", json={"refresh_token": fresh.refresh})
+    assert resp.status == 401
+
+
+async def test_login_is_case_insensitive_on_username(client: Any, demo: dict[str, str]) -> None:
+    resp = await client.post("/api/v1/auth/login", json={"username": "STAFF", "password": DEMO_PASSWORD})
+    assert resp.status == 200
+
+
+async def test_rate_limit_window_passes(client: Any, demo: dict[str, str], clock: Any) -> None:
+    for _ in range(5):
+        resp = await client.post("/api/v1/auth/login", json={"username": "clerk", "password": "wrong"})
+        assert resp.status == 401
+    resp = await client.post("/api/v1/auth/login", json={"username": "clerk", "password": DEMO_PASSWORD})
+    assert resp.status == 429
+    body = await resp.json()
+    assert body["code"] == "login_rate_limited"
+    assert body["details"]["retry_after"] > 0
+    clock.advance(301)
+    resp = await client.post("/api/v1/auth/login", json={"username": "clerk", "password": DEMO_PASSWORD})
+    assert resp.status == 200
+
+
+async def test_invite_gives_read_access_to_one_case_only(as_user: Any, client: Any) -> None:
+    staff = await as_user("staff")
+    clerk = await as_user("clerk_t1")
+    cid = (await open_case(staff))["id"]
+    other = (await open_case(staff, applicant_name="王五"))["id"]
+
+    resp = await clerk.post(f"/api/v1/cases/{cid}/invites", json={"role": "expert", "display_name": "陈工"})
+    assert resp.status == 201, await resp.text()
+    invite = await resp.json()
+    token = invite["token"]
+    listed = await (await clerk.get(f"/api/v1/cases/{cid}/invites")).json()
+    assert listed["items"][0]["token"] is None  # shown once only
+
+    resp = await client.post(f"/api/v1/cases/{cid}/invites/redeem", json={"token": token})
+    assert resp.status == 200, await resp.text()
+    guest_tokens = await resp.json()
+    assert guest_tokens["role"] == "expert"
+    guest = Session(client, guest_tokens["access_token"], guest_tokens["refresh_token"])
+    assert (await guest.get(f"/api/v1/cases/{cid}")).status == 200
+    assert (await guest.get(f"/api/v1/cases/{other}")).status == 404
+    assert [c["id"] for c in (await (await guest.get("/api/v1/cases")).json())["items"]] == [cid]
+    assert (await guest.patch(f"/api/v1/cases/{cid}", json={"applicant_name": "x"})).status == 403
+
+    # Revoking the invite ends the guest's session too.
+    resp = await clerk.delete(f"/api/v1/cases/{cid}/invites/{invite['id']}")
+    assert resp.status == 204
+    resp = await guest.get(f"/api/v1/cases/{cid}")
+    assert resp.status == 401
+
+    audit = await (await clerk.get(f"/api/v1/cases/{cid}/audit")).json()
+    assert [e["action"] for e in audit["entries"]][-3:] == ["invite.created", "invite.redeemed", "invite.revoked"]
+    assert audit["verified"]
