@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,10 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+#: The TOML file given to :func:`load_settings` (overrides ``CLOUDWINDOW_CONFIG``).
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("cloudwindow_config_file", default=None)
 
 
 class S3Settings(BaseModel):
@@ -116,7 +121,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_path = os.environ.get("CLOUDWINDOW_CONFIG")
+        config_path = _CONFIG_FILE.get() or os.environ.get("CLOUDWINDOW_CONFIG")
         if config_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_path)))
         return tuple(sources)
@@ -153,11 +158,12 @@ class ConfigError(Exception):
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build and validate settings, turning pydantic errors into one clear message."""
-    if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        os.environ["CLOUDWINDOW_CONFIG"] = str(path)
+    path = Path(config_file) if config_file is not None else None
+    if path is None and os.environ.get("CLOUDWINDOW_CONFIG"):
+        path = Path(os.environ["CLOUDWINDOW_CONFIG"])
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    token = _CONFIG_FILE.set(str(path) if path else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -166,3 +172,5 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             key = ".".join(str(p) for p in err["loc"]) or "<root>"
             lines.append(f"  {key}: {err['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    finally:
+        _CONFIG_FILE.reset(token)
