@@ -23,7 +23,13 @@ from server.api.routing import PRINCIPAL, REQUEST_ID, Api, validation_details
 from server.clock import Clock, SystemClock
 from server.errors import ApiError
 from server.metrics import Metrics
-from server.objectstore import FilesystemObjectStore, ObjectStore, create_object_store, object_routes
+from server.objectstore import (
+    FilesystemObjectStore,
+    ObjectStore,
+    S3ObjectStore,
+    create_object_store,
+    object_routes,
+)
 from server.services.auth import AuthService, LoginRateLimiter
 from server.services.cases import CaseService
 from server.services.documents import DocumentService
@@ -164,10 +170,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         app.add_routes(object_routes(services.store, services.store.signer))
     _add_web_client(app, settings.web_client_dist)
 
+    async def on_startup(_app: web.Application) -> None:
+        if isinstance(services.store, S3ObjectStore) and settings.object_store.s3.create_bucket:
+            await services.store.ensure_bucket()
+
     async def on_cleanup(_app: web.Application) -> None:
         await services.store.close()
         await services.db.close()
 
+    app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
 

@@ -21,9 +21,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def submit(
-    executor: Executor | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
-) -> asyncio.Future[T]:
+def submit(executor: Executor | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
     """Start ``fn(*args, **kwargs)`` in ``executor`` (``None``: the loop's default)."""
     loop = asyncio.get_running_loop()
     return loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))

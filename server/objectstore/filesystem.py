@@ -132,6 +132,9 @@ class FilesystemObjectStore:
                         await asyncio.shield(inflight)
                     inflight = _aio.submit(None, upload.write, buffer)
                     buffer = bytearray()
+                    # A producer that never blocks (data already buffered) must
+                    # not monopolise the loop: yield once per batch.
+                    await asyncio.sleep(0)
             if inflight is not None:
                 await asyncio.shield(inflight)
             if buffer:
@@ -203,11 +206,13 @@ class FilesystemObjectStore:
             return
         _close_all(fds[:-1])
         base = "".join(f"{folder}/" for folder in folders)
+        # Open folders, deepest last: (fd, key prefix, remaining entries).
         stack: builtins.list[tuple[int, str, Iterator[tuple[str, StoredObject | None]]]] = []
+        scanning: asyncio.Future[builtins.list[tuple[str, StoredObject | None]]] | None = None
         try:
-            top = fds[-1]
-            entries = await _aio.run(None, self._scan, top, base, name_prefix)
-            stack.append((top, base, iter(entries)))
+            stack.append((fds[-1], base, iter(())))
+            scanning = _aio.submit(None, self._scan, fds[-1], base, name_prefix)
+            stack[-1] = (fds[-1], base, iter(await asyncio.shield(scanning)))
             while stack:
                 dir_fd, dir_key, items = stack[-1]
                 item = next(items, None)
@@ -226,10 +231,15 @@ class FilesystemObjectStore:
                     continue  # removed or replaced since the scan
                 sub_key = f"{dir_key}{name}/"
                 stack.append((sub, sub_key, iter(())))
-                entries = await _aio.run(None, self._scan, sub, sub_key, "")
-                stack[-1] = (sub, sub_key, iter(entries))
+                scanning = _aio.submit(None, self._scan, sub, sub_key, "")
+                stack[-1] = (sub, sub_key, iter(await asyncio.shield(scanning)))
         finally:
-            _close_all([entry[0] for entry in stack])
+            open_fds = [entry[0] for entry in stack]
+            if scanning is not None and not scanning.done():
+                # A scan thread still uses the deepest fd: close once it is done.
+                scanning.add_done_callback(lambda _done: _close_all(open_fds))
+            else:
+                _close_all(open_fds)
 
     async def signed_url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         """A relative URL ``{url_prefix}/{key}?expires=<unix>&sig=<sig>[&filename=<name>]``,
@@ -363,9 +373,12 @@ class FilesystemObjectStore:
         """Undo a failed ``put``: wait for its thread, remove the temp file and,
         if the commit completed after all (cancelled mid-commit), the object."""
         await _aio.settle(inflight)
-        await asyncio.to_thread(upload.discard)
-        if upload.committed:
-            await asyncio.to_thread(self._delete, key, upload.identity)
+        try:
+            await asyncio.to_thread(upload.discard)
+            if upload.committed:
+                await asyncio.to_thread(self._delete, key, upload.identity)
+        except Exception:  # the caller re-raises the original error
+            log.exception("could not clean up failed upload of %r", key)
 
     def _delete(self, key: str, identity: tuple[int, int] | None = None) -> None:
         """Remove ``key`` (only if it is still the file ``identity`` = (dev, ino), when given)."""
@@ -400,9 +413,7 @@ class FilesystemObjectStore:
         finally:
             _close_all(fds)
 
-    def _scan(
-        self, dir_fd: int, dir_key: str, name_prefix: str
-    ) -> builtins.list[tuple[str, StoredObject | None]]:
+    def _scan(self, dir_fd: int, dir_key: str, name_prefix: str) -> builtins.list[tuple[str, StoredObject | None]]:
         """Entries of one folder as ``(sort name, object)``; sub-folders get
         ``"name/"`` and ``None`` so that sorting by sort name yields keys in
         global ascending order."""
@@ -517,9 +528,7 @@ def _read_header(fd: int, key: str, file_size: int) -> StoredObject:
     except (ValueError, KeyError, TypeError) as exc:
         raise ObjectStoreError(f"object file for {key!r} has a corrupt header") from exc
     if file_size != HEADER_SIZE + size:
-        raise ObjectStoreError(
-            f"object file for {key!r} has {file_size - HEADER_SIZE} bytes, expected {size}"
-        )
+        raise ObjectStoreError(f"object file for {key!r} has {file_size - HEADER_SIZE} bytes, expected {size}")
     return StoredObject(key=key, size=size, sha256=sha256, content_type=content_type)
 
 

@@ -162,6 +162,7 @@ class S3ObjectStore:
                     if inflight is not None:
                         await asyncio.shield(inflight)
                     inflight = _aio.submit(self._executor, upload.send_part, part)
+                    await asyncio.sleep(0)  # let other tasks run even if `data` never blocks
             if upload.upload_id is None:
                 inflight = _aio.submit(self._executor, upload.put_whole, bytes(buffer), expected)
             else:
@@ -278,7 +279,10 @@ class S3ObjectStore:
 
     async def ping(self) -> None:
         """``HeadBucket``; :class:`ObjectStoreError` if the bucket is unreachable or missing."""
-        await self._call("HeadBucket", self.bucket, self._client.head_bucket, Bucket=self.bucket)
+        try:
+            await self._call("HeadBucket", self.bucket, self._client.head_bucket, Bucket=self.bucket)
+        except ObjectNotFound as exc:
+            raise ObjectStoreError(f"bucket {self.bucket!r} does not exist") from exc
 
     async def ensure_bucket(self) -> None:
         """Create the bucket unless it exists (and is ours).  Safe to call concurrently."""
@@ -341,8 +345,8 @@ class S3ObjectStore:
         await _aio.settle(inflight)
         try:
             await _aio.run(self._executor, upload.roll_back)
-        except (ClientError, BotoCoreError, ObjectStoreError) as exc:
-            log.warning("could not clean up failed upload of %r: %s", upload.key, exc)
+        except Exception:  # the caller re-raises the original error
+            log.exception("could not clean up failed upload of %r", upload.key)
 
 
 class _Upload:
