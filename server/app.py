@@ -18,6 +18,7 @@ from server.api import cases as cases_api
 from server.api import documents as documents_api
 from server.api import matters as matters_api
 from server.api import orgs as orgs_api
+from server.api import sessions as sessions_api
 from server.api.health import health_routes
 from server.api.routing import PRINCIPAL, REQUEST_ID, Api, validation_details
 from server.clock import Clock, SystemClock
@@ -33,8 +34,12 @@ from server.objectstore import (
 from server.services.auth import AuthService, LoginRateLimiter
 from server.services.cases import CaseService
 from server.services.documents import DocumentService
+from server.services.realtime import RealtimeApplication
+from server.services.sessions import SessionService
 from server.settings import Settings
 from server.storage.database import Database
+from signalling.server import SignallingConfig, SignallingServer
+from signalling.turn import IceServerConfig
 
 log = logging.getLogger("server.http")
 VERSION = "0.1.0"
@@ -49,6 +54,8 @@ class Services:
     auth: AuthService
     cases: CaseService
     documents: DocumentService
+    sessions: SessionService
+    signalling: SignallingServer
     metrics: Metrics
 
 
@@ -60,6 +67,7 @@ ROUTE_MODULES: tuple[Api, ...] = (
     matters_api.api,
     cases_api.api,
     documents_api.api,
+    sessions_api.api,
 )
 
 
@@ -67,7 +75,12 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     secret = settings.resolved_secret_key()
     db = Database(settings.resolved_database_url())
-    store = create_object_store(settings.object_store, root=settings.resolved_object_root(), secret=secret)
+    store = create_object_store(
+        settings.object_store,
+        root=settings.resolved_object_root(),
+        secret=secret,
+        now=lambda: clock.now().timestamp(),
+    )
     a = settings.auth
     auth = AuthService(
         secret=secret,
@@ -79,7 +92,27 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     )
     cases = CaseService(clock=clock, secret=secret)
     documents = DocumentService(db=db, store=store, cases=cases, clock=clock, global_max_size=settings.upload.max_size)
-    return Services(settings, clock, db, store, auth, cases, documents, Metrics())
+    sessions = SessionService(clock=clock, cases=cases)
+    realtime = RealtimeApplication(db=db, auth=auth, sessions=sessions)
+    sig = settings.signalling
+    signalling = SignallingServer(
+        authenticator=realtime,
+        directory=realtime,
+        config=SignallingConfig(
+            max_participants=sig.max_participants,
+            empty_session_timeout=sig.empty_session_timeout,
+            chat_max_messages=sig.chat_max_messages,
+            chat_window=sig.chat_window,
+            ice_servers=[
+                IceServerConfig(
+                    urls=i.urls, auth_secret=i.auth_secret, username=i.username, credential=i.credential, ttl=i.ttl
+                )
+                for i in sig.ice_servers
+            ],
+        ),
+        monotonic=clock.monotonic,
+    )
+    return Services(settings, clock, db, store, auth, cases, documents, sessions, signalling, Metrics())
 
 
 def openapi_document() -> dict[str, object]:
@@ -168,17 +201,22 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(health_routes(SERVICES, openapi_document()))
     if isinstance(services.store, FilesystemObjectStore):
         app.add_routes(object_routes(services.store, services.store.signer))
+    services.signalling.attach(app)
     _add_web_client(app, settings.web_client_dist)
 
     async def on_startup(_app: web.Application) -> None:
         if isinstance(services.store, S3ObjectStore) and settings.object_store.s3.create_bucket:
             await services.store.ensure_bucket()
 
+    async def on_shutdown(_app: web.Application) -> None:
+        await services.signalling.close()
+
     async def on_cleanup(_app: web.Application) -> None:
         await services.store.close()
         await services.db.close()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app
 

@@ -25,7 +25,6 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-
 #: The TOML file given to :func:`load_settings` (overrides ``CLOUDWINDOW_CONFIG``).
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("cloudwindow_config_file", default=None)
 
@@ -72,6 +71,46 @@ class UploadSettings(BaseModel):
     max_size: int = Field(default=50 * 1024 * 1024, ge=1)
 
 
+class IceServerSettings(BaseModel):
+    """One STUN/TURN server handed to clients (never a public one by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    urls: list[str] = Field(min_length=1)
+    #: coturn ``static-auth-secret`` (``use-auth-secret``): clients get time-limited credentials.
+    auth_secret: str | None = None
+    username: str | None = None
+    credential: str | None = None
+    ttl: int = Field(default=3600, ge=60)
+
+
+class MediaSettings(BaseModel):
+    """The SFU's network: what it binds, what it advertises, what remote candidates it accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Local addresses the SFU gathers host candidates on (empty: every interface aioice finds).
+    host_addresses: list[str] = Field(default_factory=list)
+    #: Remote candidates must fall in one of these networks.
+    allowed_cidrs: list[str] = Field(
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8"]
+    )
+    max_candidates: int = Field(default=20, ge=1, le=1000)
+    allow_mdns: bool = False
+    max_sdp_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+
+
+class SignallingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_participants: int = Field(default=8, ge=2, le=32)
+    #: Seconds a session may stay empty before it is ended.
+    empty_session_timeout: float = Field(default=300, ge=1)
+    chat_max_messages: int = Field(default=5, ge=1)
+    chat_window: float = Field(default=5.0, gt=0)
+    ice_servers: list[IceServerSettings] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start-up."""
 
@@ -103,6 +142,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     object_store: ObjectStoreSettings = ObjectStoreSettings()
     upload: UploadSettings = UploadSettings()
+    signalling: SignallingSettings = SignallingSettings()
+    media: MediaSettings = MediaSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -29,7 +29,7 @@ class CaseQuery(BaseModel):
     matter: str | None = Field(default=None, max_length=32)
     q: str | None = Field(default=None, max_length=100)
     limit: int = Field(default=20, ge=1, le=100)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
 
 
 class CaseOut(BaseModel):
@@ -97,7 +97,7 @@ class InviteCreate(BaseModel):
 
     role: Role = Role.EXPERT
     display_name: str = Field(min_length=1, max_length=200)
-    invitee_user_id: int | None = None
+    invitee_user_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     ttl_seconds: int | None = Field(default=None, ge=60, le=7 * 24 * 3600)
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.routing import Api, Call, Page
@@ -64,15 +65,25 @@ async def _file_part(request: web.Request) -> BodyPartReader:
                 return part
             if isinstance(part, BodyPartReader):
                 await part.release()
-    except (ValueError, AssertionError) as exc:
-        raise BadRequest("malformed multipart body", code="malformed_multipart", details={"error": str(exc)}) from None
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        raise _malformed(exc) from None
     raise BadRequest("no part named 'file' in the upload", code="missing_file")
 
 
+def _malformed(exc: Exception) -> BadRequest:
+    return BadRequest("malformed multipart body", code="malformed_multipart", details={"error": str(exc)[:200]})
+
+
 async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    """The part's bytes; a body cut off before its closing boundary is an error, never a short file."""
     while True:
-        chunk = await part.read_chunk(CHUNK)
+        try:
+            chunk = await part.read_chunk(CHUNK)
+        except (ValueError, AssertionError, HttpProcessingError) as exc:
+            raise _malformed(exc) from None
         if not chunk:
+            if not part.at_eof():
+                raise _malformed(ValueError("body ended before the closing boundary"))
             return
         yield chunk
 

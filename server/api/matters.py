@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from server.services.principal import Role
 from server.storage.matters import MatterRepository
 
 api = Api()
+MATTER_CODE = re.compile(r"[A-Z]{2,4}-\d{3}")
 MAX_IMPORT = 5 * 1024 * 1024
 
 
@@ -23,7 +25,7 @@ class MatterQuery(BaseModel):
     q: str | None = Field(default=None, max_length=100)
     department: str | None = Field(default=None, max_length=64)
     limit: int = Field(default=50, ge=1, le=200)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
 
 
 class ExportQuery(BaseModel):
@@ -66,7 +68,8 @@ async def list_matters(call: Call) -> Page[catalogue.MatterSpec]:
 async def get_matter(call: Call) -> catalogue.MatterSpec:
     async with call.services.db.transaction() as s:
         repo = MatterRepository(s)
-        matter = await repo.by_code(call.request.match_info["code"])
+        code = call.request.match_info["code"]
+        matter = await repo.by_code(code) if MATTER_CODE.fullmatch(code) else None
         if matter is None:
             raise NotFound("no such matter", code="matter_not_found")
         return catalogue.to_spec(matter, list(await repo.checklist(matter.id)))

@@ -25,12 +25,19 @@ if TYPE_CHECKING:
     from server.app import Services
 
 API_PREFIX = "/api/v1"
+#: Ids are 32-bit on PostgreSQL; anything larger cannot exist.
+MAX_DB_ID = 2**31 - 1
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
 #: Largest JSON body accepted (uploads use multipart streaming instead).
 MAX_JSON_BODY = 256 * 1024
 
 T = TypeVar("T")
+
+
+def is_db_id(raw: str) -> bool:
+    """ASCII digits naming an id that can exist (``isdigit`` alone accepts '²')."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) <= MAX_DB_ID
 
 
 class ErrorBody(BaseModel):
@@ -68,7 +75,7 @@ class Call:
 
     def path_int(self, name: str) -> int:
         raw = self.request.match_info[name]
-        if not raw.isdigit() or len(raw) > 18:
+        if not is_db_id(raw):
             raise ValidationFailed(f"{name} must be a positive integer", code="invalid_path_parameter")
         return int(raw)
 
@@ -123,9 +130,23 @@ async def read_json(request: web.Request) -> Any:
     if len(raw) > MAX_JSON_BODY:
         raise ApiError("JSON body too large", code="payload_too_large", status=413)
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest("body is not valid JSON", code="malformed_json", details={"error": str(exc)}) from None
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest("body is not valid JSON", code="malformed_json", details={"error": str(exc)[:200]}) from None
+    if _has_nul(data):
+        raise ValidationFailed("text may not contain NUL characters", code="validation_error")
+    return data
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    """True if any string (key or value) in a decoded JSON document contains U+0000."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False
 
 
 class Api:
@@ -189,6 +210,8 @@ class Api:
                 request[PRINCIPAL] = principal
             query = None
             if e.query is not None:
+                if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+                    raise ValidationFailed("query may not contain NUL characters", code="invalid_query")
                 try:
                     query = e.query.model_validate(dict(request.query))
                 except ValidationError as exc:

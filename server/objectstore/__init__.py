@@ -10,6 +10,7 @@ filesystem backend, the app must also mount
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from server.objectstore.base import (
@@ -49,7 +50,9 @@ __all__ = [
 ]
 
 
-def create_object_store(settings: ObjectStoreSettings, *, root: Path, secret: str) -> ObjectStore:
+def create_object_store(
+    settings: ObjectStoreSettings, *, root: Path, secret: str, now: Callable[[], float] | None = None
+) -> ObjectStore:
     """Build the configured store without network I/O.
 
     ``root`` is ``Settings.resolved_object_root()`` (used by the filesystem
@@ -59,7 +62,7 @@ def create_object_store(settings: ObjectStoreSettings, *, root: Path, secret: st
     """
     if settings.kind == "s3":
         return S3ObjectStore(settings.s3)
-    return FilesystemObjectStore(root, UrlSigner(secret))
+    return FilesystemObjectStore(root, UrlSigner(secret, clock=now) if now else UrlSigner(secret))
 
 
 async def open_object_store(settings: ObjectStoreSettings, *, root: Path, secret: str) -> ObjectStore:

@@ -24,7 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.clock import Clock
-from server.errors import ApiError, Forbidden, TooManyRequests, Unauthorized
+from server.errors import ApiError, Forbidden, TooManyRequests, Unauthorized, ValidationFailed
 from server.services.principal import Principal, Role
 from server.storage.models import AuthSession, Invite, User
 from server.storage.orgs import OrgRepository
@@ -201,16 +201,29 @@ class AuthService:
             raise Unauthorized("session has ended; log in again", code="session_revoked")
         return await self._principal(s, row, client_addr)
 
-    async def _principal(self, s: AsyncSession, row: AuthSession, client_addr: str | None) -> Principal:
-        invite: Invite | None = None
+    async def check_session(self, s: AsyncSession, session_id: str) -> None:
+        """Raise 401 if the login session has ended (logout, expiry, revoked invite)."""
+        row = await AuthSessionRepository(s).get(session_id)
+        if row is None or row.revoked_at is not None or row.expires_at <= self.clock.now():
+            raise Unauthorized("session has ended; log in again", code="session_revoked")
         if row.invite_id is not None:
             invite = await InviteRepository(s).get(row.invite_id)
             if invite is None or invite.revoked_at is not None:
                 raise Unauthorized("the invite behind this session was revoked", code="session_revoked")
+
+    async def _principal(self, s: AsyncSession, row: AuthSession, client_addr: str | None) -> Principal:
+        """The principal of a login session.
+
+        A session opened from an invite carries the invite's role and its one
+        case, never the rights of the account it names: an invite to an admin
+        still only reads its case.  The account (if any) is kept for the audit.
+        """
         user: User | None = await UserRepository(s).get(row.user_id) if row.user_id is not None else None
-        if user is not None:
-            if not user.active:
-                raise Unauthorized("account is disabled", code="account_disabled")
+        if user is not None and not user.active:
+            raise Unauthorized("account is disabled", code="account_disabled")
+        if row.invite_id is None:
+            if user is None:
+                raise Unauthorized("session has no user", code="session_revoked")
             unit = await OrgRepository(s).unit(user.unit_id)
             return Principal(
                 user_id=user.id,
@@ -221,15 +234,15 @@ class AuthService:
                 unit_path=unit.path if unit else "",
                 department_id=user.department_id,
                 session_id=row.id,
-                invite_case_id=invite.case_id if invite else None,
                 client_addr=client_addr,
             )
-        if invite is None:
-            raise Unauthorized("session has no user", code="session_revoked")
+        invite = await InviteRepository(s).get(row.invite_id)
+        if invite is None or invite.revoked_at is not None:
+            raise Unauthorized("the invite behind this session was revoked", code="session_revoked")
         return Principal(
-            user_id=None,
-            username=f"invite-{invite.id}",
-            display_name=invite.display_name,
+            user_id=user.id if user else None,
+            username=user.username if user else f"invite-{invite.id}",
+            display_name=user.display_name if user else invite.display_name,
             role=Role(invite.role),
             unit_id=None,
             unit_path="",
@@ -255,6 +268,18 @@ class AuthService:
         """Create an invite; the plain token is returned once and never stored."""
         if created_by.user_id is None:
             raise Forbidden("only account holders can invite", code="forbidden")
+        if invitee_user_id is not None:
+            invitee = await UserRepository(s).get(invitee_user_id)
+            if invitee is None:
+                raise ValidationFailed(
+                    "no such user", code="user_not_found", details={"invitee_user_id": invitee_user_id}
+                )
+            if invitee.role != str(role):
+                raise ValidationFailed(
+                    "the invited account's role differs from the invite's role",
+                    code="invalid_invite_role",
+                    details={"account_role": invitee.role, "invite_role": str(role)},
+                )
         token = secrets.token_urlsafe(32)
         now = self.clock.now()
         invite = Invite(

@@ -26,6 +26,7 @@ from server.storage.cases import CaseFilter, CaseRepository
 from server.storage.matters import MatterRepository
 from server.storage.models import Case, Matter
 from server.storage.orgs import OrgRepository
+from server.storage.users import UserRepository
 
 STATES = ("draft", "submitted", "in_session", "accepted", "rejected", "completed", "cancelled")
 OPEN_STATES = frozenset({"draft", "submitted", "in_session"})
@@ -66,7 +67,7 @@ class CaseCreate(_Strict):
     applicant_phone: str = Field(pattern=r"^\+?[0-9][0-9 -]{5,18}[0-9]$")
     is_proxy: bool = False
     proxy_name: str | None = Field(default=None, min_length=1, max_length=100)
-    proxy_user_id: int | None = None
+    proxy_user_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     #: Only an admin opens a case on behalf of a unit; staff use their own.
     unit_code: str | None = Field(default=None, max_length=32)
     #: The centre whose department handles the case (the unit itself or an
@@ -237,9 +238,13 @@ class CaseService:
                 code="no_department",
                 details={"department_code": matter.department_code},
             )
-        if body.proxy_user_id is not None and principal.role is Role.COMMUNITY_STAFF:
-            if body.proxy_user_id != principal.user_id:
+        if body.proxy_user_id is not None:
+            if principal.role is Role.COMMUNITY_STAFF and body.proxy_user_id != principal.user_id:
                 raise ValidationFailed("staff can only name themselves as proxy", code="invalid_proxy")
+            if await UserRepository(s).get(body.proxy_user_id) is None:
+                raise ValidationFailed(
+                    "no such user", code="user_not_found", details={"proxy_user_id": body.proxy_user_id}
+                )
         now = self.clock.now()
         case = Case(
             matter_id=matter.id,

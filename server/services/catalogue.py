@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.errors import ValidationFailed
+from server.errors import Conflict, ValidationFailed
 from server.storage.matters import MatterRepository
 from server.storage.models import ChecklistItem, Matter
 
@@ -33,9 +33,7 @@ class ChecklistItemSpec(_Spec):
     name_zh: str = Field(min_length=1, max_length=200)
     name_en: str = Field(min_length=1, max_length=200)
     required: bool = True
-    accepted_types: list[MimeType] = Field(
-        default_factory=lambda: list(MIME_TYPES), min_length=1
-    )
+    accepted_types: list[MimeType] = Field(default_factory=lambda: list(MIME_TYPES), min_length=1)
     max_size_mb: int = Field(default=10, ge=1, le=1024)
 
 
@@ -254,6 +252,13 @@ async def import_spec(s: AsyncSession, spec: CatalogueSpec) -> dict[str, int]:
             created += 1
         else:
             updated += 1
+            in_use = await repo.items_with_documents(row.id) - {i.code for i in m.checklist}
+            if in_use:
+                raise Conflict(
+                    "checklist items with filed documents cannot be removed",
+                    code="checklist_item_in_use",
+                    details={"matter": m.code, "items": sorted(in_use)},
+                )
         await repo.replace_checklist(
             row.id,
             [

@@ -75,7 +75,7 @@ class CaseRepository:
         if f.query:
             q = f.query.strip()
             conds: list[ColumnElement[bool]] = [Case.applicant_name.like(f"%{q}%")]
-            if q.isdigit():
+            if q.isascii() and q.isdigit() and len(q) <= 10 and int(q) <= 2**31 - 1:
                 conds.append(Case.id == int(q))
             stmt = stmt.where(or_(*conds))
         return stmt

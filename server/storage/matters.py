@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.storage.models import ChecklistItem, Matter
+from server.storage.models import ChecklistItem, Document, Matter
 
 
 class MatterRepository:
@@ -68,6 +68,16 @@ class MatterRepository:
         stmt = select(ChecklistItem).where(ChecklistItem.matter_id == matter_id, ChecklistItem.code == code)
         return (await self.s.execute(stmt)).scalar_one_or_none()
 
+    async def items_with_documents(self, matter_id: int) -> set[str]:
+        """Codes of the matter's checklist items that documents are filed against."""
+        stmt = (
+            select(ChecklistItem.code)
+            .join(Document, Document.checklist_item_id == ChecklistItem.id)
+            .where(ChecklistItem.matter_id == matter_id)
+            .distinct()
+        )
+        return set((await self.s.execute(stmt)).scalars().all())
+
     async def replace_checklist(self, matter_id: int, items: Sequence[ChecklistItem]) -> None:
         """Replace a matter's checklist, keeping rows (and their ids) whose code survives."""
         existing = {i.code: i for i in await self.checklist(matter_id)}
@@ -75,6 +85,7 @@ class MatterRepository:
         for code, old in existing.items():
             if code not in keep:
                 await self.s.execute(delete(ChecklistItem).where(ChecklistItem.id == old.id))
+        await self.s.flush()
         for position, item in enumerate(items):
             row = existing.get(item.code)
             if row is None:

@@ -13,7 +13,14 @@ from server.storage.orgs import OrgRepository
 async def test_demo_load_builds_three_tiers(db: Database, clock: FakeClock) -> None:
     async with db.transaction() as s:
         users = await demo.load(s, clock, password="pw-0123456789")
-    assert {u.role for u in users} >= {"admin", "supervisor", "clerk", "community_staff", "expert", "inspector"}
+    assert {u.role for u in users} >= {
+        "admin",
+        "supervisor",
+        "clerk",
+        "community_staff",
+        "expert",
+        "inspector",
+    }
     async with db.transaction() as s:
         orgs = OrgRepository(s)
         units = await orgs.units()

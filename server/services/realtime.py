@@ -1,0 +1,76 @@
+"""The application side of signalling: implements ``signalling.application``'s Protocols."""
+
+from __future__ import annotations
+
+from server.errors import ApiError
+from server.services.auth import AuthService
+from server.services.principal import Principal
+from server.services.sessions import SessionService
+from server.storage.database import Database
+from signalling.application import Identity, Refused, SessionInfo, StoredChat
+
+
+def _identity(p: Principal) -> Identity:
+    key = f"user:{p.user_id}" if p.user_id is not None else f"invite:{p.session_id}"
+    return Identity(key=key, user_id=p.user_id, display_name=p.display_name, role=str(p.role), login=p.session_id)
+
+
+class RealtimeApplication:
+    """Answers signalling's questions from the database; remembers each identity's principal."""
+
+    def __init__(self, *, db: Database, auth: AuthService, sessions: SessionService) -> None:
+        self.db = db
+        self.auth = auth
+        self.sessions = sessions
+        self._principals: dict[Identity, Principal] = {}
+
+    def _principal(self, identity: Identity) -> Principal:
+        try:
+            return self._principals[identity]
+        except KeyError:
+            raise Refused("auth_required", "unknown identity") from None
+
+    async def authenticate(self, token: str, client_addr: str | None) -> Identity:
+        try:
+            async with self.db.transaction() as s:
+                principal = await self.auth.authenticate(s, token, client_addr)
+        except ApiError as exc:
+            raise Refused(exc.code, exc.message) from None
+        identity = _identity(principal)
+        self._principals[identity] = principal
+        return identity
+
+    def forget(self, identity: Identity) -> None:
+        self._principals.pop(identity, None)
+
+    async def authorise_join(self, identity: Identity, session_id: int) -> SessionInfo:
+        principal = self._principal(identity)
+        try:
+            async with self.db.transaction() as s:
+                # Re-check the login session too: a logout or revoked invite ends media access.
+                await self.auth.check_session(s, principal.session_id)
+                row = await self.sessions.get_joinable(s, principal, session_id)
+        except ApiError as exc:
+            raise Refused(exc.code, exc.message) from None
+        return SessionInfo(row.id, row.case_id, row.kind, row.host_user_id)
+
+    async def participant_joined(self, identity: Identity, session_id: int, participant_id: str) -> None:
+        async with self.db.transaction() as s:
+            await self.sessions.record_presence(
+                s, self._principal(identity), session_id, "session.joined", participant_id
+            )
+
+    async def participant_left(self, identity: Identity, session_id: int, participant_id: str) -> None:
+        async with self.db.transaction() as s:
+            await self.sessions.record_presence(
+                s, self._principal(identity), session_id, "session.left", participant_id
+            )
+
+    async def session_emptied(self, session_id: int) -> None:
+        async with self.db.transaction() as s:
+            await self.sessions.end(s, None, session_id, "empty")
+
+    async def store_chat(self, identity: Identity, session_id: int, text: str) -> StoredChat:
+        async with self.db.transaction() as s:
+            msg = await self.sessions.add_chat(s, self._principal(identity), session_id, text)
+        return StoredChat(msg.id, msg.at)

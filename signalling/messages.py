@@ -1,0 +1,42 @@
+"""Payloads of client → server events (docs/protocol.md), validated on arrival."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Join(_Payload):
+    session_id: int = Field(ge=1)
+
+
+class Leave(_Payload):
+    pass
+
+
+class Answer(_Payload):
+    sdp: str = Field(min_length=1)
+    revision: int = Field(ge=0)
+
+
+class Candidate(_Payload):
+    candidate: str = Field(max_length=1024)
+    sdpMid: str | None = Field(default=None, max_length=64)
+    sdpMLineIndex: int | None = Field(default=None, ge=0, le=64)
+
+
+class Publish(_Payload):
+    label: Literal["screen"]
+
+
+class Unpublish(_Payload):
+    mid: str = Field(min_length=1, max_length=64)
+
+
+class ChatSend(_Payload):
+    text: str = Field(min_length=1, max_length=2000)

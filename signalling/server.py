@@ -1,0 +1,330 @@
+"""The Socket.IO signalling server (docs/protocol.md is the contract).
+
+Thin edges again: each event handler validates its payload, asks the
+application (``signalling.application`` Protocols) whether the socket may do
+it, changes the live session and the media room, and answers with an ack
+``{ok: true, ...}`` or ``{ok: false, error: {code, message}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from signalling import messages
+from signalling.application import Authenticator, Identity, Refused, SessionDirectory
+from signalling.session import ChatLimiter, LiveSession, Participant
+from signalling.sfu.errors import MediaError
+from signalling.turn import IceServerConfig, ice_servers_for
+
+log = logging.getLogger(__name__)
+
+Ack = dict[str, Any]
+
+
+@dataclass
+class SignallingConfig:
+    max_participants: int = 8
+    empty_session_timeout: float = 300.0
+    chat_max_messages: int = 5
+    chat_window: float = 5.0
+    ice_servers: list[IceServerConfig] = field(default_factory=list)
+
+
+def ok(**result: Any) -> Ack:
+    return {"ok": True, **result}
+
+
+def refuse(code: str, message: str) -> Ack:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+class MediaRooms:
+    """What the signalling server needs from the media plane (``signalling.sfu``)."""
+
+    async def join(self, session_id: int, participant_id: str) -> None: ...
+
+
+Handler = Callable[..., Awaitable[Ack]]
+
+
+class SignallingServer:
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        directory: SessionDirectory,
+        config: SignallingConfig,
+        client_manager: socketio.AsyncManager | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.auth = authenticator
+        self.directory = directory
+        self.config = config
+        self.monotonic = monotonic
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            client_manager=client_manager,
+            cors_allowed_origins=[],
+            max_http_buffer_size=256 * 1024,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sessions: dict[int, LiveSession] = {}
+        #: sid → (identity, session_id | None, participant_id | None)
+        self.sockets: dict[str, _Socket] = {}
+        self.chat = ChatLimiter(config.chat_max_messages, config.chat_window)
+        self.media: Any = None  # set by attach_media()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._register()
+
+    def attach(self, app: web.Application) -> None:
+        self.sio.attach(app)
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _register(self) -> None:
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        for event, model, handler in (
+            ("session.join", messages.Join, self._join),
+            ("session.leave", messages.Leave, self._leave),
+            ("chat.send", messages.ChatSend, self._chat),
+            ("media.answer", messages.Answer, self._answer),
+            ("media.candidate", messages.Candidate, self._candidate),
+            ("media.publish", messages.Publish, self._publish),
+            ("media.unpublish", messages.Unpublish, self._unpublish),
+        ):
+            self.sio.on(event, self._guard(event, model, handler))
+
+    def _guard(self, event: str, model: type[BaseModel], handler: Handler) -> Callable[..., Awaitable[Ack]]:
+        async def run(sid: str, data: Any = None) -> Ack:
+            sock = self.sockets.get(sid)
+            if sock is None:
+                return refuse("auth_required", "connect with a token first")
+            try:
+                payload = model.model_validate(data if data is not None else {})
+            except ValidationError as exc:
+                errors = [{"loc": [str(x) for x in e["loc"]], "message": e["msg"]} for e in exc.errors()]
+                return {**refuse("invalid_payload", f"{event}: payload is not valid"), "details": errors}
+            try:
+                return await handler(sid, sock, payload)
+            except Refused as exc:
+                return refuse(exc.code, exc.message)
+            except MediaError as exc:
+                return refuse(exc.code, exc.message)
+            except Exception:
+                log.exception("signalling handler %s failed", event)
+                return refuse("internal_error", "internal error")
+
+        return run
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            raise _refused("auth_required", "connect with auth = {token}")
+        request = environ.get("aiohttp.request")
+        addr = request.remote if request is not None else None
+        try:
+            identity = await self.auth.authenticate(token, addr)
+        except Refused as exc:
+            raise _refused(exc.code, exc.message) from None
+        self.sockets[sid] = _Socket(identity)
+
+    async def _on_disconnect(self, sid: str, *_args: Any) -> None:
+        sock = self.sockets.pop(sid, None)
+        if sock is not None and sock.session_id is not None:
+            await self._remove(sock.session_id, sock.participant_id, reason="disconnected")
+
+    # -- sessions -----------------------------------------------------------
+
+    async def _join(self, sid: str, sock: _Socket, p: messages.Join) -> Ack:
+        if sock.session_id is not None:
+            if sock.session_id == p.session_id:
+                return refuse("already_joined", "this socket is already in the session")
+            await self._remove(sock.session_id, sock.participant_id, reason="switched")
+        info = await self.directory.authorise_join(sock.identity, p.session_id)
+        live = self.sessions.get(p.session_id)
+        if live is None:
+            live = self.sessions[p.session_id] = LiveSession(info)
+        async with live.lock:
+            old = live.by_identity_key(sock.identity.key)
+            present = len(live.participants) - (1 if old else 0)
+            if present >= self.config.max_participants:
+                return refuse("session_full", f"at most {self.config.max_participants} participants")
+            if live.empty_timer is not None:
+                live.empty_timer.cancel()
+                live.empty_timer = None
+        if old is not None:
+            # Rejoin replaces the old participant: no ghost stays behind.
+            old_sock = self.sockets.get(old.sid)
+            if old_sock is not None and old.sid != sid:
+                old_sock.session_id = old_sock.participant_id = None
+                await self.sio.leave_room(old.sid, live.room)
+            await self._remove(p.session_id, old.participant_id, reason="replaced")
+        participant = Participant(participant_id=uuid.uuid4().hex[:12], sid=sid, identity=sock.identity)
+        live.participants[participant.participant_id] = participant
+        sock.session_id, sock.participant_id = p.session_id, participant.participant_id
+        await self.sio.enter_room(sid, live.room)
+        await self.sio.emit("participant.joined", {"participant": participant.wire()}, room=live.room, skip_sid=sid)
+        await self.directory.participant_joined(sock.identity, p.session_id, participant.participant_id)
+        if self.media is not None:
+            await self.media.join(live, participant)
+        return ok(
+            participant_id=participant.participant_id,
+            session={
+                "id": info.session_id,
+                "case_id": info.case_id,
+                "kind": info.kind,
+                "host_user_id": info.host_user_id,
+            },
+            participants=[x.wire() for x in live.participants.values()],
+            ice_servers=ice_servers_for(self.config.ice_servers, participant.participant_id, time.time()),
+        )
+
+    async def _leave(self, sid: str, sock: _Socket, _p: messages.Leave) -> Ack:
+        if sock.session_id is None:
+            return refuse("not_joined", "join a session first")
+        session_id, pid = sock.session_id, sock.participant_id
+        sock.session_id = sock.participant_id = None
+        await self._remove(session_id, pid, reason="left")
+        return ok()
+
+    async def _remove(self, session_id: int, participant_id: str | None, *, reason: str) -> None:
+        live = self.sessions.get(session_id)
+        if live is None or participant_id is None:
+            return
+        participant = live.participants.pop(participant_id, None)
+        if participant is None:
+            return
+        await self.sio.leave_room(participant.sid, live.room)
+        if self.media is not None:
+            await self.media.leave(live, participant)
+        await self.sio.emit("participant.left", {"participant_id": participant_id, "reason": reason}, room=live.room)
+        await self.directory.participant_left(participant.identity, session_id, participant_id)
+        if not live.participants:
+            self._arm_empty_timer(live)
+
+    def _arm_empty_timer(self, live: LiveSession) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            live.empty_timer = None
+            if not live.participants and self.sessions.get(live.info.session_id) is live:
+                task = asyncio.ensure_future(self._end_empty(live.info.session_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        live.empty_timer = loop.call_later(self.config.empty_session_timeout, fire)
+
+    async def _end_empty(self, session_id: int) -> None:
+        try:
+            await self.directory.session_emptied(session_id)
+        except Exception:
+            log.exception("could not end empty session %s", session_id)
+        await self.end_session(session_id, "empty")
+
+    async def end_session(self, session_id: int, reason: str) -> None:
+        """Tell everyone the session ended, drop their media and forget it (called by the application too)."""
+        live = self.sessions.pop(session_id, None)
+        if live is None:
+            return
+        if live.empty_timer is not None:
+            live.empty_timer.cancel()
+        await self.sio.emit("session.ended", {"session_id": session_id, "reason": reason}, room=live.room)
+        for participant in list(live.participants.values()):
+            sock = self.sockets.get(participant.sid)
+            if sock is not None:
+                sock.session_id = sock.participant_id = None
+            await self.sio.leave_room(participant.sid, live.room)
+        if self.media is not None:
+            await self.media.close(live)
+        live.participants.clear()
+
+    def _current(self, sock: _Socket) -> tuple[LiveSession, Participant]:
+        if sock.session_id is None or sock.participant_id is None:
+            raise Refused("not_joined", "join a session first")
+        live = self.sessions.get(sock.session_id)
+        participant = live.participants.get(sock.participant_id) if live else None
+        if live is None or participant is None:
+            raise Refused("not_joined", "join a session first")
+        return live, participant
+
+    # -- chat ---------------------------------------------------------------
+
+    async def _chat(self, sid: str, sock: _Socket, p: messages.ChatSend) -> Ack:
+        live, participant = self._current(sock)
+        text = p.text.strip()
+        if not text:
+            return refuse("invalid_payload", "empty message")
+        if not self.chat.allow(participant, self.monotonic()):
+            return refuse("rate_limited", "too many messages; slow down")
+        # Authorisation is re-checked on every event: a revoked invite or ended login stops here.
+        await self.directory.authorise_join(sock.identity, live.info.session_id)
+        stored = await self.directory.store_chat(sock.identity, live.info.session_id, text)
+        message = {
+            "id": stored.id,
+            "session_id": live.info.session_id,
+            "participant_id": participant.participant_id,
+            "display_name": participant.identity.display_name,
+            "text": text,
+            "at": stored.at.isoformat(),
+        }
+        await self.sio.emit("chat.message", message, room=live.room)
+        return ok(message=message)
+
+    # -- media --------------------------------------------------------------
+
+    async def _answer(self, sid: str, sock: _Socket, p: messages.Answer) -> Ack:
+        live, participant = self._current(sock)
+        self._require_media()
+        await self.media.answer(live, participant, p.sdp, p.revision)
+        return ok()
+
+    async def _candidate(self, sid: str, sock: _Socket, p: messages.Candidate) -> Ack:
+        live, participant = self._current(sock)
+        self._require_media()
+        await self.media.candidate(live, participant, p.candidate, p.sdpMid, p.sdpMLineIndex)
+        return ok()
+
+    async def _publish(self, sid: str, sock: _Socket, p: messages.Publish) -> Ack:
+        live, participant = self._current(sock)
+        self._require_media()
+        await self.directory.authorise_join(sock.identity, live.info.session_id)
+        mid = await self.media.publish(live, participant, p.label)
+        return ok(mid=mid)
+
+    async def _unpublish(self, sid: str, sock: _Socket, p: messages.Unpublish) -> Ack:
+        live, participant = self._current(sock)
+        self._require_media()
+        await self.media.unpublish(live, participant, p.mid)
+        return ok()
+
+    def _require_media(self) -> None:
+        if self.media is None:
+            raise Refused("media_unavailable", "this server has no media plane")
+
+    async def close(self) -> None:
+        for session_id in list(self.sessions):
+            await self.end_session(session_id, "server_shutdown")
+
+
+def _refused(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
+    """A connect refusal whose ``data`` is ``{code, message}`` (the browser's ``err.data``)."""
+    return socketio.exceptions.ConnectionRefusedError(message, {"code": code, "message": message})
+
+
+@dataclass
+class _Socket:
+    identity: Identity
+    session_id: int | None = None
+    participant_id: str | None = None

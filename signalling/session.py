@@ -1,0 +1,74 @@
+"""Live state of a session on this process: who is in it, their tracks, chat limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from signalling.application import Identity, SessionInfo
+
+
+@dataclass
+class TrackInfo:
+    stream_id: str
+    kind: str
+    label: str
+    mid: str
+
+    def wire(self) -> dict[str, Any]:
+        return {"stream_id": self.stream_id, "kind": self.kind, "label": self.label, "mid": self.mid}
+
+
+@dataclass
+class Participant:
+    participant_id: str
+    sid: str
+    identity: Identity
+    tracks: dict[str, TrackInfo] = field(default_factory=dict)
+    chat_times: deque[float] = field(default_factory=deque)
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "participant_id": self.participant_id,
+            "user_id": self.identity.user_id,
+            "display_name": self.identity.display_name,
+            "role": self.identity.role,
+            "tracks": [t.wire() for t in self.tracks.values()],
+        }
+
+
+@dataclass
+class LiveSession:
+    info: SessionInfo
+    participants: dict[str, Participant] = field(default_factory=dict)
+    #: Pending "end when still empty" timer.
+    empty_timer: asyncio.TimerHandle | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def room(self) -> str:
+        return f"session:{self.info.session_id}"
+
+    def by_identity_key(self, key: str) -> Participant | None:
+        for p in self.participants.values():
+            if p.identity.key == key:
+                return p
+        return None
+
+
+class ChatLimiter:
+    """At most ``count`` messages per ``window`` seconds per participant."""
+
+    def __init__(self, count: int = 5, window: float = 5.0) -> None:
+        self.count = count
+        self.window = window
+
+    def allow(self, p: Participant, now: float) -> bool:
+        while p.chat_times and p.chat_times[0] <= now - self.window:
+            p.chat_times.popleft()
+        if len(p.chat_times) >= self.count:
+            return False
+        p.chat_times.append(now)
+        return True

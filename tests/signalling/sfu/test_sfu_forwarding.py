@@ -1,0 +1,292 @@
+"""End-to-end forwarding through the SFU with real aiortc clients on 127.0.0.1.
+
+No mocks on the media path: clients encode synthetic numbered video and a
+tone, the server forwards encoded frames, clients decode and read the
+numbers back.  The autouse fixtures in ``conftest.py`` fail any test in
+which the server decodes, gathers outside ``gather_from`` or touches STUN/mDNS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+
+from aiortc.rtp import RTCP_PSFB_FIR, RtcpPsfbPacket
+from sfu_harness import CONFIG, Call, Client, DecoderWatch, assert_numbers_sane, until
+
+from signalling.sfu import MediaNetworkConfig, PeerStateChanged, TrackPublished, TrackUnpublished
+from signalling.sfu.peer import nominated_pair
+
+
+def _audio_mid(client: Client, publisher: str) -> str:
+    offer = client.offers[-1]
+    return next(
+        mid for mid, info in offer.subscribe.items() if info.participant_id == publisher and info.kind == "audio"
+    )
+
+
+async def test_two_party_both_directions(decoder_watch: DecoderWatch) -> None:
+    call = Call()
+    alice, bob = Client("alice", 1), Client("bob", 2)
+    try:
+        await call.join(alice)
+        await call.join(bob)
+        await until(lambda: len(alice.from_tag(2)) >= 20 and len(bob.from_tag(1)) >= 20, 10, "video both ways")
+        assert bob.camera is not None and alice.camera is not None
+        assert_numbers_sane(alice.from_tag(2), bob.camera.number, 20)
+        assert_numbers_sane(bob.from_tag(1), alice.camera.number, 20)
+
+        # Audio both ways: the tone survives the round trip (Opus packets forwarded as they came).
+        await until(
+            lambda: (
+                bob.audio_on(_audio_mid(bob, "alice")).audio_loud_frames >= 25
+                and alice.audio_on(_audio_mid(alice, "bob")).audio_loud_frames >= 25
+            ),
+            5,
+            "audio both ways",
+        )
+
+        # Every ICE pair in use is loopback, on both ends.
+        for pc in (alice.pc, bob.pc, call.room.peer("alice").pc, call.room.peer("bob").pc):
+            pair = nominated_pair(pc)
+            assert pair is not None
+            assert pair[0][0] == "127.0.0.1" and pair[1][0] == "127.0.0.1"
+
+        # The server forwarded frames without decoding (the fixture checks), while the clients did decode.
+        assert decoder_watch.client_decoders >= 4
+        stats = {s.participant_id: s for s in await call.room.stats()}
+        alice_in = next(t for t in stats["alice"].tracks if t.label == "camera")
+        assert alice_in.frames_forwarded > 20 and (alice_in.bytes_received or 0) > 1000
+        bob_out = next(t for t in stats["bob"].tracks if t.source is not None and t.source.label == "camera")
+        assert (bob_out.packets_sent or 0) > 20 and (bob_out.bytes_sent or 0) > 1000
+        assert stats["bob"].selected_pair is not None
+        published = [e.track for e in call.log if isinstance(e, TrackPublished)]
+        assert {(t.participant_id, t.label) for t in published} == {
+            ("alice", "audio"),
+            ("alice", "camera"),
+            ("bob", "audio"),
+            ("bob", "camera"),
+        }
+        # The msid stream id of each forwarded track names its publisher (docs/protocol.md).
+        assert "a=msid:alice.camera " in bob.offers[-1].sdp
+    finally:
+        await call.close()
+
+
+async def test_h264_when_both_ends_offer_it() -> None:
+    call = Call(
+        MediaNetworkConfig(bind_addresses=("127.0.0.1",), allowed_networks=("127.0.0.0/8",), video_codecs=("H264",))
+    )
+    alice, bob = Client("alice", 1, audio=False), Client("bob", 2, audio=False, video=False)
+    try:
+        await call.join(alice)
+        await call.join(bob)
+        await until(lambda: len(bob.from_tag(1)) >= 15, 10, "H.264 video")
+        assert alice.camera is not None
+        assert_numbers_sane(bob.from_tag(1), alice.camera.number, 15)
+        assert [t.codec for t in call.room.tracks] == ["video/H264"]
+    finally:
+        await call.close()
+
+
+async def test_screen_share_added_removed_and_reused() -> None:
+    call = Call()
+    alice, bob = Client("alice", 1), Client("bob", 2)
+    try:
+        await call.join(alice)
+        await call.join(bob)
+        await until(lambda: len(bob.from_tag(1)) >= 5, 10, "camera")
+        bob_mlines = len(bob.pc.getTransceivers())
+
+        alice.start_screen()  # like getDisplayMedia(), before asking to publish
+        mid = await call.room.request_publish("alice", "screen")
+        await until(lambda: len(bob.from_tag(101)) >= 10, 10, "screen at bob")
+        screen_mid = next(m for m, info in bob.offers[-1].subscribe.items() if info.label == "screen")
+        assert len(bob.pc.getTransceivers()) == bob_mlines + 1  # the third track
+        assert {tag for (tag, _, _) in bob.received[screen_mid].video} == {101}
+        assert alice.screen is not None
+        assert_numbers_sane(bob.from_tag(101), alice.screen.number, 10)
+
+        await call.room.unpublish("alice", mid)
+        await until(lambda: bob.transceiver(screen_mid).currentDirection == "inactive", 5, "screen inactive at bob")
+        assert any(isinstance(e, TrackUnpublished) and e.track.label == "screen" for e in call.log)
+        stopped_at = len(bob.from_tag(101))
+        await asyncio.sleep(0.6)
+        assert len(bob.from_tag(101)) <= stopped_at + 1
+        assert [t.label for t in call.room.tracks if t.participant_id == "alice"] == ["audio", "camera"]
+        await until(lambda: len(bob.from_tag(1)) >= stopped_at, 1, "camera keeps flowing")
+
+        # Sharing again reuses the inactive m-sections on both peer connections.
+        alice_mlines = len(alice.pc.getTransceivers())
+        again = await call.room.request_publish("alice", "screen")
+        assert again == mid
+        await until(lambda: len(bob.from_tag(101)) >= stopped_at + 10, 10, "screen again")
+        assert len(bob.pc.getTransceivers()) == bob_mlines + 1
+        assert len(alice.pc.getTransceivers()) == alice_mlines
+        assert_numbers_sane(bob.from_tag(101), alice.screen.number, stopped_at + 10)
+    finally:
+        await call.close()
+
+
+async def test_three_party() -> None:
+    call = Call()
+    clients = [Client(name, tag) for tag, name in enumerate(("ann", "ben", "cat"), start=1)]
+    try:
+        for client in clients:
+            await call.join(client)
+
+        def everyone_sees_everyone() -> bool:
+            return all(len(c.from_tag(o.tag)) >= 15 for c in clients for o in clients if o is not c)
+
+        await until(everyone_sees_everyone, 15, "3-party video")
+        for c in clients:
+            for o in clients:
+                if o is not c:
+                    assert o.camera is not None
+                    assert_numbers_sane(c.from_tag(o.tag), o.camera.number, 15)
+    finally:
+        await call.close()
+
+
+async def test_eight_party() -> None:
+    call = Call()
+    names = [f"p{i}" for i in range(1, 9)]
+    # Small, slow video keeps 8 encoders + 56 decoders sane on two cores; audio on two participants only.
+    clients = [Client(n, i, size=(128, 96), fps=8, audio=i <= 2) for i, n in enumerate(names, start=1)]
+    try:
+        started = time.monotonic()
+        for client in clients:
+            await call.join(client)
+        assert len(call.room.participants) == 8
+
+        def everyone_sees_everyone() -> bool:
+            return all(len(c.from_tag(o.tag)) >= 6 for c in clients for o in clients if o is not c)
+
+        await until(everyone_sees_everyone, 25, "8-party video")
+        for c in clients:
+            for o in clients:
+                if o is not c:
+                    assert o.camera is not None
+                    assert_numbers_sane(c.from_tag(o.tag), o.camera.number, 6)
+        # One m-section per remote track plus the two publishing ones; nothing leaked by renegotiations.
+        assert len(clients[0].pc.getTransceivers()) == 2 + 7 + 1
+        assert time.monotonic() - started < 40
+    finally:
+        await call.close()
+
+
+async def test_rejoin_after_abrupt_drop_replaces_the_peer() -> None:
+    call = Call()
+    alice, bob = Client("alice", 1), Client("bob", 2)
+    try:
+        await call.join(alice)
+        await call.join(bob)
+        await until(lambda: len(bob.from_tag(1)) >= 5, 10, "first connection")
+
+        # The browser tab dies: sockets gone, no DTLS close_notify, no RTCP BYE.
+        connection = alice.pc.getTransceivers()[0].receiver.transport.transport._connection
+        for protocol in connection._protocols:
+            protocol.transport.close()
+        await alice.close()
+
+        alice2 = Client("alice", 3)  # a new tab: new tag, so its frames are told apart
+        rejoined = time.monotonic()
+        await call.join(alice2)
+        await until(lambda: len(bob.from_tag(3)) >= 5 and len(alice2.from_tag(2)) >= 5, 5, "media after rejoin")
+        assert time.monotonic() - rejoined < 5
+        assert call.room.participants == ["bob", "alice"]
+        assert sorted((t.participant_id, t.label) for t in call.room.tracks) == [
+            ("alice", "audio"),
+            ("alice", "camera"),
+            ("bob", "audio"),
+            ("bob", "camera"),
+        ]
+        # No ghost: bob carries exactly alice's two new tracks, its old m-sections were reused.
+        carried = [s.publication for s in call.room.peer("bob")._send if s.publication is not None]
+        assert len(carried) == 2 and all(p.live for p in carried)
+        assert len(bob.pc.getTransceivers()) == 4
+        assert_numbers_sane(bob.from_tag(3), alice2.camera.number if alice2.camera else 0, 5)
+    finally:
+        await call.close()
+
+
+async def test_client_closing_its_connection_leaves_the_room() -> None:
+    call = Call()
+    alice, bob = Client("alice", 1), Client("bob", 2)
+    try:
+        await call.join(alice)
+        await call.join(bob)
+        await until(lambda: len(bob.from_tag(1)) >= 3, 10, "connection")
+        await alice.pc.close()  # DTLS close_notify reaches the server
+        await until(lambda: call.room.participants == ["bob"], 5, "alice dropped")
+        assert any(
+            isinstance(e, PeerStateChanged) and e.participant_id == "alice" and e.state == "closed" for e in call.log
+        )
+        await until(lambda: all(s.publication is None for s in call.room.peer("bob")._send), 5, "bob renegotiated")
+        assert call.room.tracks == [t for t in call.room.tracks if t.participant_id == "bob"]
+    finally:
+        await call.close()
+
+
+async def test_late_subscriber_gets_a_keyframe_quickly() -> None:
+    call = Call()
+    alice = Client("alice", 1, audio=False)
+    bob = Client("bob", 2, audio=False, video=False)
+    try:
+        await call.join(alice)
+        # aiortc's VP8 encoder makes a keyframe only at the start or on request (kf_max_dist 3000).
+        await until(lambda: alice.camera is not None and alice.camera.number >= 30, 10, "alice streaming")
+        publication = next(p for p in call.room.peer("alice").publications if p.info.label == "camera")
+        assert publication.track.keyframes == 1
+        joined = time.monotonic()
+        await call.join(bob)
+        await until(lambda: len(bob.from_tag(1)) >= 1, 5, "first decodable frame")
+        first_frame = bob.received[next(iter(bob.received))].video[0][2] - joined
+        assert first_frame < 2.0, f"first picture after {first_frame:.2f}s"
+        assert publication.track.keyframes >= 2  # the PLI reached alice's encoder
+        assert publication.requester.sent >= 1
+        # Nothing undecodable was forwarded ahead of the keyframe.
+        assert all(r.unreadable == 0 for r in bob.received.values())
+    finally:
+        await call.close()
+
+
+async def test_fir_and_pli_from_a_subscriber_reach_the_publisher() -> None:
+    call = Call(keyframe_interval=0.2)
+    alice = Client("alice", 1, audio=False)
+    bob = Client("bob", 2, audio=False, video=False)
+    try:
+        await call.join(alice)
+        await call.join(bob)
+        await until(lambda: len(bob.from_tag(1)) >= 5, 10, "video")
+        publication = call.room.peer("alice").publications[0]
+        slot = next(s for s in call.room.peer("bob")._send if s.publication is publication)
+        server_ssrc = slot.transceiver.sender._ssrc
+        receiver = next(
+            t.receiver for t in bob.pc.getTransceivers() if t.receiver.track is not None and t.kind == "video"
+        )
+        rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
+
+        before = publication.track.keyframes
+        requested = publication.requester.requested
+        # FIR (RFC 5104 section 4.3.1): media SSRC 0, target in the FCI.
+        fir = RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=rtcp_ssrc, media_ssrc=0, fci=struct.pack("!IBxxx", server_ssrc, 1))
+        await receiver._send_rtcp(fir)
+        await until(lambda: publication.requester.requested > requested, 3, "FIR routed to the sender")
+        await until(lambda: publication.track.keyframes > before, 3, "keyframe after FIR")
+
+        # PLI (RFC 4585 section 6.3.1) bursts are rate-limited to one per interval per published track.
+        sent = publication.requester.sent
+        for _ in range(10):
+            await receiver._send_rtcp_pli(server_ssrc)
+        await asyncio.sleep(0.5)
+        assert 1 <= publication.requester.sent - sent <= 3
+        assert len(bob.from_tag(1)) >= 5
+    finally:
+        await call.close()
+
+
+def test_config_used_by_the_harness_is_loopback_only() -> None:
+    assert CONFIG.bind_addresses == ("127.0.0.1",)
+    assert CONFIG.rtc_configuration().iceServers == []
