@@ -62,7 +62,6 @@ import aiortc
 import av
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc import rtcpeerconnection as _rtcpeerconnection
-from aiortc import rtcrtpreceiver as _rtcrtpreceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
@@ -156,7 +155,6 @@ def check_aiortc() -> None:
     problems += _missing_names(RTCRtpReceiver.__init__, _DECODER_QUEUE, _DECODER_THREAD)
     problems += _missing_names(RTCRtpReceiver.receive, _DECODER_QUEUE, _DECODER_THREAD, "decoder_worker")
     problems += _missing_names(RTCRtpReceiver._handle_rtp_packet, _DECODER_QUEUE, "put")
-    problems += _missing_names(_rtcrtpreceiver.decoder_worker, "get", "get_decoder")
     problems += _missing_names(RTCRtpSender._next_encoded_frame, "pack")
     problems += _missing_names(RTCDtlsTransport.__init__, "_rtp_router")
     problems += _missing_names(RTCDtlsTransport._handle_rtcp_data, "route_rtcp", "_handle_rtcp_packet")
@@ -546,8 +544,8 @@ class EncodedTrack(MediaStreamTrack):
         self.mime_type: str | None = None
 
     @property
-    def subscribers(self) -> int:
-        return len(self._relays)
+    def relays(self) -> tuple[RelayTrack, ...]:
+        return tuple(self._relays)
 
     def push(self, frame: EncodedFrame) -> None:
         if self.readyState != "live":

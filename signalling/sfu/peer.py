@@ -32,9 +32,10 @@ and relays never end.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -246,6 +247,9 @@ class MediaPeer:
 
     ``desired()`` returns the publications this peer should receive, in
     order; ``on_state(peer, state)`` reports ``connectionState`` changes.
+    Offer revisions come from ``revisions`` (the room shares one counter
+    between successive connections of a participant, so an answer meant for
+    a replaced connection can never match the new one's offer).
     Methods that may produce an offer return it; the caller delivers it.
     """
 
@@ -258,6 +262,7 @@ class MediaPeer:
         on_state: Callable[[MediaPeer, str], None],
         keyframe_interval: float = 0.5,
         clock: Clock | None = None,
+        revisions: Iterator[int] | None = None,
     ) -> None:
         if not PARTICIPANT_ID.match(participant_id):
             raise MediaRoomError("invalid_participant_id", "participant ids are 1-48 of [A-Za-z0-9_.-]")
@@ -273,7 +278,7 @@ class MediaPeer:
         self._send: list[SendSlot] = []
         self._outstanding: MediaOffer | None = None
         self._dirty = False
-        self._revision = 0
+        self._revisions = revisions if revisions is not None else itertools.count(1)
         self._candidates: set[CandidateKey] = set()
         self._pli_tasks: set[asyncio.Task[None]] = set()
         self.closing = False
@@ -305,7 +310,7 @@ class MediaPeer:
     async def negotiate(self) -> MediaOffer | None:
         """Offer the current state now, or mark the peer dirty if an offer is outstanding."""
         async with self._lock:
-            if self.closing:
+            if self.closing or self.pc.signalingState == "closed":
                 return None
             if self._outstanding is not None:
                 self._dirty = True
@@ -425,6 +430,10 @@ class MediaPeer:
                 return await asyncio.shield(slot.mid_known)
         except TimeoutError:
             raise MediaRoomError("negotiation_timeout", "the outstanding offer was not answered in time") from None
+        except asyncio.CancelledError:
+            if slot.mid_known.cancelled() and self.closing:
+                raise MediaRoomError("unknown_participant", "the peer connection was closed") from None
+            raise
 
     async def close(self) -> list[Publication]:
         """Close the peer connection; returns the publications that ended."""
@@ -503,7 +512,7 @@ class MediaPeer:
         offer = await self.pc.createOffer()
         with gather_from(self._config.bind_addresses):
             await self.pc.setLocalDescription(offer)
-        self._revision += 1
+        revision = next(self._revisions)
         publish: dict[str, TrackLabel] = {}
         for recv in self._recv:
             mid = recv.transceiver.mid
@@ -519,7 +528,7 @@ class MediaPeer:
         }
         self._outstanding = MediaOffer(
             participant_id=self.participant_id,
-            revision=self._revision,
+            revision=revision,
             sdp=_rewrite_advertised(self.pc.localDescription.sdp, self._config),
             publish=publish,
             subscribe=subscribe,
@@ -623,7 +632,7 @@ class MediaPeer:
                     jitter=_float(inbound, "jitter"),
                     round_trip_time=None,
                     frames_forwarded=recv.passthrough.frames,
-                    frames_dropped=0 if pub is None else sum(r.frames_dropped for r in pub.track._relays),
+                    frames_dropped=0 if pub is None else sum(r.frames_dropped for r in pub.track.relays),
                 )
             )
         for send in self._send:

@@ -30,7 +30,8 @@ unpublishes, this one starts or stops screen sharing, someone leaves) is a
 renegotiation started by the server.  At most one offer is outstanding per
 participant; changes arriving meanwhile are folded into the next offer, sent
 as soon as the answer arrives.  Answers carry the offer's ``revision``; a
-stale one is refused.  Removed tracks leave their m-section ``inactive`` and
+stale one is refused (revisions increase across the whole room, so an
+answer can never be taken for another connection's).  Removed tracks leave their m-section ``inactive`` and
 it is reused for the next track of the same kind.
 
 Refusals raise :class:`~signalling.sfu.errors.MediaRoomError` or
@@ -44,6 +45,7 @@ first; the new one replaces it and the others receive its new tracks.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +127,7 @@ class MediaRoom:
         self._peers: dict[str, MediaPeer] = {}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._revisions = itertools.count(1)
         self._closed = False
 
     # --- queries -----------------------------------------------------------------------------------------------------
@@ -166,6 +169,7 @@ class MediaRoom:
                 on_state=self._peer_state,
                 keyframe_interval=self._keyframe_interval,
                 clock=self._clock,
+                revisions=self._revisions,
             )
             self._peers[participant_id] = peer
             try:

@@ -51,7 +51,7 @@ def decoder_watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecoderWatch]:
     watch = DecoderWatch()
     local = threading.local()
     worker = rtcrtpreceiver.decoder_worker
-    get_decoder = rtcrtpreceiver.get_decoder
+    get_decoder = getattr(rtcrtpreceiver, "get_decoder")  # noqa: B009 - not re-exported
 
     def watched_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -> None:
         local.server = isinstance(input_q, PassthroughQueue)

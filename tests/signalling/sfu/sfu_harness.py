@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from array import array
 import math
 import struct
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction

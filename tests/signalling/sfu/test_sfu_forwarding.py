@@ -68,6 +68,7 @@ async def test_two_party_both_directions(decoder_watch: DecoderWatch) -> None:
             ("bob", "audio"),
             ("bob", "camera"),
         }
+        assert PeerStateChanged("alice", "connected") in call.log
         # The msid stream id of each forwarded track names its publisher (docs/protocol.md).
         assert "a=msid:alice.camera " in bob.offers[-1].sdp
     finally:
@@ -266,7 +267,7 @@ async def test_fir_and_pli_from_a_subscriber_reach_the_publisher() -> None:
         receiver = next(
             t.receiver for t in bob.pc.getTransceivers() if t.receiver.track is not None and t.kind == "video"
         )
-        rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
+        rtcp_ssrc = getattr(receiver, "_RTCRtpReceiver__rtcp_ssrc")  # noqa: B009
 
         before = publication.track.keyframes
         requested = publication.requester.requested
