@@ -39,6 +39,7 @@ from server.services.sessions import SessionService
 from server.settings import Settings
 from server.storage.database import Database
 from signalling.server import SignallingConfig, SignallingServer
+from signalling.sfu.network import MediaNetworkConfig
 from signalling.turn import IceServerConfig
 
 log = logging.getLogger("server.http")
@@ -111,6 +112,13 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             ],
         ),
         monotonic=clock.monotonic,
+        media=MediaNetworkConfig(
+            bind_addresses=tuple(settings.media.host_addresses),
+            allowed_networks=tuple(settings.media.allowed_cidrs),
+            max_remote_candidates=settings.media.max_candidates,
+            allow_mdns=settings.media.allow_mdns,
+            max_sdp_bytes=settings.media.max_sdp_bytes,
+        ),
     )
     return Services(settings, clock, db, store, auth, cases, documents, sessions, signalling, Metrics())
 

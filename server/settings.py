@@ -93,7 +93,7 @@ class MediaSettings(BaseModel):
     host_addresses: list[str] = Field(default_factory=list)
     #: Remote candidates must fall in one of these networks.
     allowed_cidrs: list[str] = Field(
-        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8"]
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"]
     )
     max_candidates: int = Field(default=20, ge=1, le=1000)
     allow_mdns: bool = False

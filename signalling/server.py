@@ -22,8 +22,10 @@ from pydantic import BaseModel, ValidationError
 
 from signalling import messages
 from signalling.application import Authenticator, Identity, Refused, SessionDirectory
+from signalling.media import SessionMedia
 from signalling.session import ChatLimiter, LiveSession, Participant
 from signalling.sfu.errors import MediaError
+from signalling.sfu.network import MediaNetworkConfig
 from signalling.turn import IceServerConfig, ice_servers_for
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,6 @@ def refuse(code: str, message: str) -> Ack:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
-class MediaRooms:
-    """What the signalling server needs from the media plane (``signalling.sfu``)."""
-
-    async def join(self, session_id: int, participant_id: str) -> None: ...
-
-
 Handler = Callable[..., Awaitable[Ack]]
 
 
@@ -66,6 +62,7 @@ class SignallingServer:
         config: SignallingConfig,
         client_manager: socketio.AsyncManager | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        media: MediaNetworkConfig | None = None,
     ) -> None:
         self.auth = authenticator
         self.directory = directory
@@ -83,12 +80,17 @@ class SignallingServer:
         #: sid → (identity, session_id | None, participant_id | None)
         self.sockets: dict[str, _Socket] = {}
         self.chat = ChatLimiter(config.chat_max_messages, config.chat_window)
-        self.media: Any = None  # set by attach_media()
+        self.media: SessionMedia | None = None
+        if media is not None:
+            self.media = SessionMedia(media, self._emit_to, max_participants=config.max_participants)
         self._tasks: set[asyncio.Future[None]] = set()
         self._register()
 
     def attach(self, app: web.Application) -> None:
         self.sio.attach(app)
+
+    async def _emit_to(self, event: str, data: dict[str, Any], to: str) -> None:
+        await self.sio.emit(event, data, to=to)
 
     # -- plumbing ---------------------------------------------------------
 
@@ -148,10 +150,9 @@ class SignallingServer:
     # -- sessions -----------------------------------------------------------
 
     async def _join(self, sid: str, sock: _Socket, p: messages.Join) -> Ack:
-        if sock.session_id is not None:
-            if sock.session_id == p.session_id:
-                return refuse("already_joined", "this socket is already in the session")
+        if sock.session_id is not None and sock.session_id != p.session_id:
             await self._remove(sock.session_id, sock.participant_id, reason="switched")
+        # Joining the same session again (after a failed peer connection) replaces the participant below.
         info = await self.directory.authorise_join(sock.identity, p.session_id)
         live = self.sessions.get(p.session_id)
         if live is None:
@@ -177,9 +178,16 @@ class SignallingServer:
         await self.sio.enter_room(sid, live.room)
         await self.sio.emit("participant.joined", {"participant": participant.wire()}, room=live.room, skip_sid=sid)
         await self.directory.participant_joined(sock.identity, p.session_id, participant.participant_id)
+        offer = None
         if self.media is not None:
-            await self.media.join(live, participant)
+            try:
+                offer = await self.media.join(live, participant)
+            except Exception:
+                sock.session_id = sock.participant_id = None
+                await self._remove(p.session_id, participant.participant_id, reason="media_refused")
+                raise
         return ok(
+            offer=offer,
             participant_id=participant.participant_id,
             session={
                 "id": info.session_id,
@@ -286,36 +294,36 @@ class SignallingServer:
 
     async def _answer(self, sid: str, sock: _Socket, p: messages.Answer) -> Ack:
         live, participant = self._current(sock)
-        self._require_media()
-        await self.media.answer(live, participant, p.sdp, p.revision)
+        await self._require_media().answer(live, participant, p.sdp, p.revision)
         return ok()
 
     async def _candidate(self, sid: str, sock: _Socket, p: messages.Candidate) -> Ack:
         live, participant = self._current(sock)
-        self._require_media()
-        await self.media.candidate(live, participant, p.candidate, p.sdpMid, p.sdpMLineIndex)
+        await self._require_media().candidate(live, participant, p.candidate, p.sdpMid, p.sdpMLineIndex)
         return ok()
 
     async def _publish(self, sid: str, sock: _Socket, p: messages.Publish) -> Ack:
         live, participant = self._current(sock)
-        self._require_media()
+        media = self._require_media()
         await self.directory.authorise_join(sock.identity, live.info.session_id)
-        mid = await self.media.publish(live, participant, p.label)
+        mid = await media.publish(live, participant, p.label)
         return ok(mid=mid)
 
     async def _unpublish(self, sid: str, sock: _Socket, p: messages.Unpublish) -> Ack:
         live, participant = self._current(sock)
-        self._require_media()
-        await self.media.unpublish(live, participant, p.mid)
+        await self._require_media().unpublish(live, participant, p.mid)
         return ok()
 
-    def _require_media(self) -> None:
+    def _require_media(self) -> SessionMedia:
         if self.media is None:
             raise Refused("media_unavailable", "this server has no media plane")
+        return self.media
 
     async def close(self) -> None:
         for session_id in list(self.sessions):
             await self.end_session(session_id, "server_shutdown")
+        if self.media is not None:
+            await self.media.close_all()
 
 
 def _refused(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:

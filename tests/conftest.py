@@ -12,22 +12,28 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aioice.ice
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from aiortc import rtcicetransport, rtcrtpreceiver
 from argon2 import PasswordHasher
 
 from server.app import SERVICES, create_app
 from server.clock import FakeClock
-from server.settings import Settings
+from server.settings import MediaSettings, Settings
 from server.storage.database import Database
 from server.storage.migrate import upgrade
 from server.storage.models import Base
+from signalling.sfu import network
+from signalling.sfu.passthrough import PassthroughQueue
+from tests.media_harness import DecoderWatch
 
 IN_CI = os.environ.get("CI") == "true"
 PG_ADMIN_DSN = os.environ.get("CLOUDWINDOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -138,6 +144,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         secret_key="test-secret-key-0123456789abcdef",
         log_format="text",
         web_client_dist=tmp_path / "no-web-client",
+        media=MediaSettings(host_addresses=["127.0.0.1"], allowed_cidrs=["127.0.0.0/8"]),
     )
 
 
@@ -253,3 +260,54 @@ def as_user(client: TestClient, demo: dict[str, str]) -> Any:
         return await login(client, username)
 
     return make
+
+
+# -- network rule guards (every test) ------------------------------------------------------------------------------
+# ICE gathering outside signalling.sfu.network.gather_from() would enumerate real interfaces: it is answered with
+# loopback only and fails the test; aiortc's default public STUN server and mDNS resolution raise; and a decoder
+# started for a server-side receiver (a PassthroughQueue) fails the test, since the SFU must never decode.
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[bool, bool]]]:
+    unscoped: list[tuple[bool, bool]] = []
+
+    def unscoped_gathering(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        unscoped.append((use_ipv4, use_ipv6))
+        return ["127.0.0.1"]
+
+    def no_default_stun(cls: Any) -> Any:
+        raise AssertionError("aiortc's default public STUN server must never be used")
+
+    async def no_mdns(subscriber: object) -> Any:
+        raise AssertionError("mDNS resolution must never happen in tests")
+
+    monkeypatch.setattr(network, "_unscoped_host_addresses", unscoped_gathering)
+    monkeypatch.setattr(rtcicetransport.RTCIceGatherer, "getDefaultIceServers", classmethod(no_default_stun))
+    monkeypatch.setattr(aioice.ice, "get_or_create_mdns_protocol", no_mdns)
+    yield unscoped
+    assert not unscoped, "ICE gathering happened outside gather_from()"
+
+
+@pytest.fixture(autouse=True)
+def decoder_watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecoderWatch]:
+    watch = DecoderWatch()
+    local = threading.local()
+    worker = rtcrtpreceiver.decoder_worker
+    get_decoder = getattr(rtcrtpreceiver, "get_decoder")  # noqa: B009 - not re-exported
+
+    def watched_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -> None:
+        local.server = isinstance(input_q, PassthroughQueue)
+        worker(loop, input_q, output_q, decode_error)
+
+    def watched_get_decoder(codec: Any) -> Any:
+        if getattr(local, "server", False):
+            watch.server_decoders.append(codec.mimeType)
+        else:
+            watch.client_decoders += 1
+        return get_decoder(codec)
+
+    monkeypatch.setattr(rtcrtpreceiver, "decoder_worker", watched_worker)
+    monkeypatch.setattr(rtcrtpreceiver, "get_decoder", watched_get_decoder)
+    yield watch
+    assert not watch.server_decoders, f"the server decoded {watch.server_decoders}"

@@ -13,10 +13,10 @@ import struct
 import time
 
 from aiortc.rtp import RTCP_PSFB_FIR, RtcpPsfbPacket
-from sfu_harness import CONFIG, Call, Client, DecoderWatch, assert_numbers_sane, until
 
 from signalling.sfu import MediaNetworkConfig, PeerStateChanged, TrackPublished, TrackUnpublished
 from signalling.sfu.peer import nominated_pair
+from tests.media_harness import CONFIG, Call, Client, DecoderWatch, assert_numbers_sane, until
 
 
 def _audio_mid(client: Client, publisher: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import aioice.ice
 import pytest
 from aiortc import RTCIceServer
-from sfu_harness import CONFIG, LOOPBACK, Call, Client, until
 
 from signalling.sfu import (
     IceServer,
@@ -21,6 +20,7 @@ from signalling.sfu import (
     network,
 )
 from signalling.sfu.network import CandidateKey, rewrite_advertised
+from tests.media_harness import CONFIG, LOOPBACK, Call, Client, until
 
 
 def candidate(ip: str, port: int = 50000, foundation: str = "1") -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sfu_harness import CONFIG, Call, Client, until
 
 from signalling.sfu import MediaRoom, MediaRoomError, NegotiationNeeded, PeerStateChanged
+from tests.media_harness import CONFIG, Call, Client, until
 
 
 async def test_join_offers_recvonly_audio_and_camera() -> None:
