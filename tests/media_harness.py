@@ -19,7 +19,10 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from types import SimpleNamespace
+from typing import Any
 
+import socketio
 from aiortc import (
     MediaStreamTrack,
     RTCBundlePolicy,
@@ -351,3 +354,65 @@ def assert_numbers_sane(numbers: list[int], sent: int, minimum: int) -> None:
     assert len(numbers) >= minimum, f"only {len(numbers)} frames received (wanted {minimum})"
     assert all(b > a for a, b in itertools.pairwise(numbers)), "frame numbers not strictly increasing"
     assert numbers[-1] <= sent, f"received frame {numbers[-1]} but only {sent} were produced"
+
+
+# --- a browser stand-in speaking the Socket.IO protocol (docs/protocol.md) --------------------------------------------
+
+
+class Caller:
+    """One browser stand-in: a socket, a peer connection, and the offers answered in order."""
+
+    def __init__(self, base_url: str, token: str, tag: int) -> None:
+        self.url = base_url
+        self.token = token
+        self.tag = tag
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: list[tuple[str, Any]] = []
+        self.media: Client | None = None
+        self.participant_id = ""
+        self.errors: list[Any] = []
+        self._chain: asyncio.Future[None] | None = None
+        self.sio.on("*", self._record)
+        self.sio.on("media.offer", self._on_offer)
+
+    async def _record(self, event: str, data: Any = None) -> None:
+        self.events.append((event, data))
+
+    async def _on_offer(self, data: dict[str, Any]) -> None:
+        self.events.append(("media.offer", data))
+        previous = self._chain
+
+        async def answer() -> None:
+            if previous is not None:
+                await previous
+            await self._answer(data)
+
+        self._chain = asyncio.ensure_future(answer())
+
+    async def _answer(self, offer: dict[str, Any]) -> None:
+        assert self.media is not None
+        if self.media.pc.signalingState == "closed":
+            return  # an offer for a connection this client already gave up (it rejoins)
+        sdp = await self.media.answer(SimpleNamespace(**offer))  # type: ignore[arg-type]
+        ack = await self.sio.call("media.answer", {"sdp": sdp, "revision": offer["revision"]}, timeout=10)
+        if not ack["ok"] and ack["error"]["code"] != "stale_answer":
+            self.errors.append(ack)
+
+    async def connect(self) -> None:
+        await self.sio.connect(self.url, auth={"token": self.token}, transports=["websocket"], wait_timeout=5)
+
+    async def join(self, session_id: int) -> dict[str, Any]:
+        if self.media is not None:
+            await self.media.close()
+        ack = await self.sio.call("session.join", {"session_id": session_id}, timeout=10)
+        assert ack["ok"], ack
+        self.participant_id = ack["participant_id"]
+        self.media = Client(self.participant_id, self.tag)
+        await self._answer(ack["offer"])
+        return dict(ack)
+
+    async def close(self) -> None:
+        if self.media is not None:
+            await self.media.close()
+        if self.sio.connected:
+            await self.sio.disconnect()
