@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import socketio
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
@@ -38,6 +39,7 @@ from server.services.realtime import RealtimeApplication
 from server.services.sessions import SessionService
 from server.settings import Settings
 from server.storage.database import Database
+from signalling.cluster import RedisCluster
 from signalling.server import SignallingConfig, SignallingServer
 from signalling.sfu.network import MediaNetworkConfig
 from signalling.turn import IceServerConfig
@@ -112,6 +114,12 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             ],
         ),
         monotonic=clock.monotonic,
+        client_manager=(
+            socketio.AsyncRedisManager(settings.redis_url, channel=f"{settings.redis_prefix}:socketio")
+            if settings.redis_url
+            else None
+        ),
+        cluster=RedisCluster(settings.redis_url, prefix=settings.redis_prefix) if settings.redis_url else None,
         media=MediaNetworkConfig(
             bind_addresses=tuple(settings.media.host_addresses),
             allowed_networks=tuple(settings.media.allowed_cidrs),
@@ -213,6 +221,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     _add_web_client(app, settings.web_client_dist)
 
     async def on_startup(_app: web.Application) -> None:
+        await services.signalling.start()
         if isinstance(services.store, S3ObjectStore) and settings.object_store.s3.create_bucket:
             await services.store.ensure_bucket()
 

@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     database_url: str = ""
     #: Redis for several server processes (Socket.IO manager, shared rate limits).
     redis_url: str | None = None
+    #: Prefix of every Redis key and channel (several deployments may share one Redis).
+    redis_prefix: str = Field(default="cloudwindow", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     #: HMAC/JWT secret. Default: generated once into ``data_dir/secret_key``.
     secret_key: str = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import socketio
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from signalling import messages
 from signalling.application import Authenticator, Identity, Refused, SessionDirectory
+from signalling.cluster import Cluster, ClusterError, LocalCluster
 from signalling.media import SessionMedia
 from signalling.session import ChatLimiter, LiveSession, Participant
 from signalling.sfu.errors import MediaError
@@ -63,6 +64,7 @@ class SignallingServer:
         client_manager: socketio.AsyncManager | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         media: MediaNetworkConfig | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.auth = authenticator
         self.directory = directory
@@ -76,7 +78,10 @@ class SignallingServer:
             logger=False,
             engineio_logger=False,
         )
+        self.cluster: Cluster = cluster or LocalCluster()
         self.sessions: dict[int, LiveSession] = {}
+        #: Sockets connected to another process whose events this process handles (it owns their session).
+        self.remote_sockets: dict[str, _Socket] = {}
         #: sid → (identity, session_id | None, participant_id | None)
         self.sockets: dict[str, _Socket] = {}
         self.chat = ChatLimiter(config.chat_max_messages, config.chat_window)
@@ -97,7 +102,11 @@ class SignallingServer:
     def _register(self) -> None:
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
-        for event, model, handler in (
+        for event, model, handler in self._events():
+            self.sio.on(event, self._guard(event, model, handler))
+
+    def _events(self) -> tuple[tuple[str, type[BaseModel], Handler], ...]:
+        return (
             ("session.join", messages.Join, self._join),
             ("session.leave", messages.Leave, self._leave),
             ("chat.send", messages.ChatSend, self._chat),
@@ -105,8 +114,7 @@ class SignallingServer:
             ("media.candidate", messages.Candidate, self._candidate),
             ("media.publish", messages.Publish, self._publish),
             ("media.unpublish", messages.Unpublish, self._unpublish),
-        ):
-            self.sio.on(event, self._guard(event, model, handler))
+        )
 
     def _guard(self, event: str, model: type[BaseModel], handler: Handler) -> Callable[..., Awaitable[Ack]]:
         async def run(sid: str, data: Any = None) -> Ack:
@@ -119,16 +127,75 @@ class SignallingServer:
                 errors = [{"loc": [str(x) for x in e["loc"]], "message": e["msg"]} for e in exc.errors()]
                 return {**refuse("invalid_payload", f"{event}: payload is not valid"), "details": errors}
             try:
-                return await handler(sid, sock, payload)
-            except Refused as exc:
-                return refuse(exc.code, exc.message)
-            except MediaError as exc:
-                return refuse(exc.code, exc.message)
-            except Exception:
-                log.exception("signalling handler %s failed", event)
-                return refuse("internal_error", "internal error")
+                return await self._route(event, sid, sock, payload, handler)
+            except ClusterError as exc:
+                log.warning("signalling %s: %s", event, exc)
+                return refuse("session_unavailable", "the session's server is not reachable; try again")
 
         return run
+
+    async def _route(self, event: str, sid: str, sock: _Socket, payload: BaseModel, handler: Handler) -> Ack:
+        """Handle here if this process owns the session, else forward to the owner (``signalling.cluster``)."""
+        here = self.cluster.node_id
+        if isinstance(payload, messages.Join):
+            if sock.session_id is not None and sock.session_id != payload.session_id and sock.node != here:
+                await self._forward(sock.node, "session.leave", sid, sock, {})
+                sock.session_id = sock.participant_id = sock.node = None
+            target = await self.cluster.owner_of(payload.session_id)
+        else:
+            target = sock.node or here
+        if target == here:
+            ack = await self._run(event, handler, sid, sock, payload)
+            if isinstance(payload, messages.Join) and ack.get("ok"):
+                sock.node = here
+            return ack
+        ack = await self._forward(target, event, sid, sock, payload.model_dump())
+        if isinstance(payload, messages.Join) and ack.get("ok"):
+            sock.session_id, sock.participant_id, sock.node = payload.session_id, ack["participant_id"], target
+        elif isinstance(payload, messages.Leave) and ack.get("ok"):
+            sock.session_id = sock.participant_id = sock.node = None
+        return ack
+
+    async def _forward(self, node: str | None, event: str, sid: str, sock: _Socket, data: dict[str, Any]) -> Ack:
+        assert node is not None
+        message = {"kind": "event", "event": event, "sid": sid, "identity": asdict(sock.identity), "data": data}
+        return await self.cluster.call(node, message)
+
+    async def _run(self, event: str, handler: Handler, sid: str, sock: _Socket, payload: BaseModel) -> Ack:
+        try:
+            return await handler(sid, sock, payload)
+        except Refused as exc:
+            return refuse(exc.code, exc.message)
+        except MediaError as exc:
+            return refuse(exc.code, exc.message)
+        except Exception:
+            log.exception("signalling handler %s failed", event)
+            return refuse("internal_error", "internal error")
+
+    async def _serve_forwarded(self, message: dict[str, Any]) -> Ack:
+        """Run an event forwarded by another process for a socket connected there."""
+        sid = str(message["sid"])
+        if message["kind"] == "disconnect":
+            sock = self.remote_sockets.pop(sid, None)
+            if sock is not None and sock.session_id is not None:
+                await self._remove(sock.session_id, sock.participant_id, reason="disconnected")
+            return ok()
+        if message["kind"] == "end":
+            await self._end_local(int(message["session_id"]), str(message["reason"]))
+            return ok()
+        identity = Identity(**message["identity"])
+        sock = self.remote_sockets.get(sid)
+        if sock is None or sock.identity != identity:
+            sock = self.remote_sockets[sid] = _Socket(identity)
+        for event, model, handler in self._events():
+            if event == message["event"]:
+                payload = model.model_validate(message["data"])
+                ack = await self._run(event, handler, sid, sock, payload)
+                if isinstance(payload, messages.Leave) or (isinstance(payload, messages.Join) and not ack.get("ok")):
+                    if sock.session_id is None:
+                        self.remote_sockets.pop(sid, None)
+                return ack
+        return refuse("invalid_payload", "unknown event")
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
@@ -144,8 +211,15 @@ class SignallingServer:
 
     async def _on_disconnect(self, sid: str, *_args: Any) -> None:
         sock = self.sockets.pop(sid, None)
-        if sock is not None and sock.session_id is not None:
+        if sock is None or sock.session_id is None:
+            return
+        if sock.node in (None, self.cluster.node_id):
             await self._remove(sock.session_id, sock.participant_id, reason="disconnected")
+            return
+        try:
+            await self.cluster.call(sock.node, {"kind": "disconnect", "sid": sid})
+        except ClusterError as exc:
+            log.warning("could not tell the owner that %s disconnected: %s", sid, exc)
 
     # -- sessions -----------------------------------------------------------
 
@@ -167,7 +241,7 @@ class SignallingServer:
                 live.empty_timer = None
         if old is not None:
             # Rejoin replaces the old participant: no ghost stays behind.
-            old_sock = self.sockets.get(old.sid)
+            old_sock = self.sockets.get(old.sid) or self.remote_sockets.get(old.sid)
             if old_sock is not None and old.sid != sid:
                 old_sock.session_id = old_sock.participant_id = None
                 await self.sio.leave_room(old.sid, live.room)
@@ -203,7 +277,7 @@ class SignallingServer:
         if sock.session_id is None:
             return refuse("not_joined", "join a session first")
         session_id, pid = sock.session_id, sock.participant_id
-        sock.session_id = sock.participant_id = None
+        sock.session_id = sock.participant_id = sock.node = None
         await self._remove(session_id, pid, reason="left")
         return ok()
 
@@ -239,10 +313,18 @@ class SignallingServer:
             await self.directory.session_emptied(session_id)
         except Exception:
             log.exception("could not end empty session %s", session_id)
-        await self.end_session(session_id, "empty")
+        await self._end_local(session_id, "empty")
 
     async def end_session(self, session_id: int, reason: str) -> None:
-        """Tell everyone the session ended, drop their media and forget it (called by the application too)."""
+        """Tell everyone the session ended and drop their media, on whichever process owns it."""
+        owner = await self.cluster.owner_of(session_id)
+        if owner == self.cluster.node_id:
+            await self._end_local(session_id, reason)
+        else:
+            await self.cluster.call(owner, {"kind": "end", "session_id": session_id, "reason": reason})
+
+    async def _end_local(self, session_id: int, reason: str) -> None:
+        await self.cluster.release(session_id)
         live = self.sessions.pop(session_id, None)
         if live is None:
             return
@@ -250,7 +332,7 @@ class SignallingServer:
             live.empty_timer.cancel()
         await self.sio.emit("session.ended", {"session_id": session_id, "reason": reason}, room=live.room)
         for participant in list(live.participants.values()):
-            sock = self.sockets.get(participant.sid)
+            sock = self.sockets.get(participant.sid) or self.remote_sockets.pop(participant.sid, None)
             if sock is not None:
                 sock.session_id = sock.participant_id = None
             await self.sio.leave_room(participant.sid, live.room)
@@ -319,11 +401,15 @@ class SignallingServer:
             raise Refused("media_unavailable", "this server has no media plane")
         return self.media
 
+    async def start(self) -> None:
+        await self.cluster.start(self._serve_forwarded)
+
     async def close(self) -> None:
         for session_id in list(self.sessions):
-            await self.end_session(session_id, "server_shutdown")
+            await self._end_local(session_id, "server_shutdown")
         if self.media is not None:
             await self.media.close_all()
+        await self.cluster.close()
 
 
 def _refused(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
@@ -336,3 +422,5 @@ class _Socket:
     identity: Identity
     session_id: int | None = None
     participant_id: str | None = None
+    #: The process that owns ``session_id`` (where this socket's events are handled).
+    node: str | None = None

@@ -34,6 +34,7 @@ def health_routes(services_key: web.AppKey[Services], openapi: dict[str, object]
         )
 
     async def metrics(request: web.Request) -> web.Response:
+        await request.app[services_key].metrics.refresh_media(request.app[services_key].signalling)
         body = generate_latest(request.app[services_key].metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -201,6 +201,13 @@ class AuthService:
             raise Unauthorized("session has ended; log in again", code="session_revoked")
         return await self._principal(s, row, client_addr)
 
+    async def principal_for_session(self, s: AsyncSession, session_id: str) -> Principal:
+        """The principal of a live login session, by its id (another process authenticated its token)."""
+        await self.check_session(s, session_id)
+        row = await AuthSessionRepository(s).get(session_id)
+        assert row is not None
+        return await self._principal(s, row, None)
+
     async def check_session(self, s: AsyncSession, session_id: str) -> None:
         """Raise 401 if the login session has ended (logout, expiry, revoked invite)."""
         row = await AuthSessionRepository(s).get(session_id)

@@ -24,11 +24,19 @@ class RealtimeApplication:
         self.sessions = sessions
         self._principals: dict[Identity, Principal] = {}
 
-    def _principal(self, identity: Identity) -> Principal:
-        try:
-            return self._principals[identity]
-        except KeyError:
-            raise Refused("auth_required", "unknown identity") from None
+    async def _principal(self, identity: Identity) -> Principal:
+        """The principal behind an identity; one authenticated by another process is loaded from its login."""
+        principal = self._principals.get(identity)
+        if principal is None:
+            try:
+                async with self.db.transaction() as s:
+                    principal = await self.auth.principal_for_session(s, identity.login)
+            except ApiError as exc:
+                raise Refused(exc.code, exc.message) from None
+            if _identity(principal) != identity:
+                raise Refused("auth_required", "identity does not match its login")
+            self._principals[identity] = principal
+        return principal
 
     async def authenticate(self, token: str, client_addr: str | None) -> Identity:
         try:
@@ -44,7 +52,7 @@ class RealtimeApplication:
         self._principals.pop(identity, None)
 
     async def authorise_join(self, identity: Identity, session_id: int) -> SessionInfo:
-        principal = self._principal(identity)
+        principal = await self._principal(identity)
         try:
             async with self.db.transaction() as s:
                 # Re-check the login session too: a logout or revoked invite ends media access.
@@ -57,13 +65,13 @@ class RealtimeApplication:
     async def participant_joined(self, identity: Identity, session_id: int, participant_id: str) -> None:
         async with self.db.transaction() as s:
             await self.sessions.record_presence(
-                s, self._principal(identity), session_id, "session.joined", participant_id
+                s, await self._principal(identity), session_id, "session.joined", participant_id
             )
 
     async def participant_left(self, identity: Identity, session_id: int, participant_id: str) -> None:
         async with self.db.transaction() as s:
             await self.sessions.record_presence(
-                s, self._principal(identity), session_id, "session.left", participant_id
+                s, await self._principal(identity), session_id, "session.left", participant_id
             )
 
     async def session_emptied(self, session_id: int) -> None:
@@ -72,5 +80,5 @@ class RealtimeApplication:
 
     async def store_chat(self, identity: Identity, session_id: int, text: str) -> StoredChat:
         async with self.db.transaction() as s:
-            msg = await self.sessions.add_chat(s, self._principal(identity), session_id, text)
+            msg = await self.sessions.add_chat(s, await self._principal(identity), session_id, text)
         return StoredChat(msg.id, msg.at)
