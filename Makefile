@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run serve migrate demo lint typecheck imports test test-py bench clean
+.PHONY: setup system-deps run serve migrate demo lint typecheck imports test test-py bench clean
 
 setup: $(STAMP)
 
@@ -37,7 +37,16 @@ typecheck: setup
 imports: setup
 	$(BIN)/lint-imports
 
-test-py: setup
+# Debian packages the tests drive for real (coturn for TURN). Installed when we may; tests fail in CI without them.
+SYSTEM_PACKAGES := coturn
+system-deps:
+	@if ! command -v turnserver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q $(SYSTEM_PACKAGES) || (apt-get update -q && apt-get install -y -q $(SYSTEM_PACKAGES))) >/dev/null; \
+	  else echo "install: $(SYSTEM_PACKAGES) (apt-get install $(SYSTEM_PACKAGES)); their tests are skipped without them"; fi; \
+	fi
+
+test-py: setup system-deps
 	$(BIN)/pytest -q
 
 # The whole suite: linters, types, import rules, tests.
