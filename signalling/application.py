@@ -30,6 +30,9 @@ class Identity:
     role: str
     #: The login (or invite) session behind the socket; two logins of one person differ here only.
     login: str = ""
+    #: Notification rooms the socket joins on connect (``user:7``, ``unit:3``, ``department:5``):
+    #: the application addresses real-time notices (a ringing call, a queue board) to them.
+    rooms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ class SignallingServer:
         if message["kind"] == "end":
             await self._end_local(int(message["session_id"]), str(message["reason"]))
             return ok()
-        identity = Identity(**message["identity"])
+        identity = Identity(**{**message["identity"], "rooms": tuple(message["identity"].get("rooms", ()))})
         sock = self.remote_sockets.get(sid)
         if sock is None or sock.identity != identity:
             sock = self.remote_sockets[sid] = _Socket(identity)
@@ -208,6 +208,8 @@ class SignallingServer:
         except Refused as exc:
             raise _refused(exc.code, exc.message) from None
         self.sockets[sid] = _Socket(identity)
+        for room in identity.rooms:
+            await self.sio.enter_room(sid, room)
 
     async def _on_disconnect(self, sid: str, *_args: Any) -> None:
         sock = self.sockets.pop(sid, None)
@@ -314,6 +316,10 @@ class SignallingServer:
         except Exception:
             log.exception("could not end empty session %s", session_id)
         await self._end_local(session_id, "empty")
+
+    async def notify(self, room: str, event: str, data: dict[str, Any]) -> None:
+        """Send an application notice to a notification room (see ``Identity.rooms``), on every process."""
+        await self.sio.emit(event, data, room=room)
 
     async def end_session(self, session_id: int, reason: str) -> None:
         """Tell everyone the session ended and drop their media, on whichever process owns it."""

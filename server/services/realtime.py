@@ -12,7 +12,20 @@ from signalling.application import Identity, Refused, SessionInfo, StoredChat
 
 def _identity(p: Principal) -> Identity:
     key = f"user:{p.user_id}" if p.user_id is not None else f"invite:{p.session_id}"
-    return Identity(key=key, user_id=p.user_id, display_name=p.display_name, role=str(p.role), login=p.session_id)
+    rooms = [key]
+    if p.invite_case_id is None:
+        if p.unit_id is not None:
+            rooms.append(f"unit:{p.unit_id}")
+        if p.department_id is not None:
+            rooms.append(f"department:{p.department_id}")
+    return Identity(
+        key=key,
+        user_id=p.user_id,
+        display_name=p.display_name,
+        role=str(p.role),
+        login=p.session_id,
+        rooms=tuple(rooms),
+    )
 
 
 class RealtimeApplication:
