@@ -8,7 +8,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.routing import Api, Call, Page
+from server.api.routing import Api, Call, Page, read_body
 from server.errors import ApiError, Forbidden, NotFound, UnsupportedMediaType
 from server.services import catalogue
 from server.services.principal import Role
@@ -103,11 +103,7 @@ async def import_catalogue(call: Call) -> ImportResult:
     if call.me.role is not Role.ADMIN:
         raise Forbidden("administrators only", code="forbidden")
     request = call.request
-    if request.content_length is not None and request.content_length > MAX_IMPORT:
-        raise ApiError("catalogue file too large", code="payload_too_large", status=413)
-    raw = await request.content.read(MAX_IMPORT + 1)
-    if len(raw) > MAX_IMPORT:
-        raise ApiError("catalogue file too large", code="payload_too_large", status=413)
+    raw = await read_body(request, MAX_IMPORT, "catalogue file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -118,17 +118,28 @@ def validation_details(exc: ValidationError) -> dict[str, Any]:
     }
 
 
+async def read_body(request: web.Request, limit: int, what: str) -> bytes:
+    """The whole request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    too_large = ApiError(f"{what} too large", code="payload_too_large", status=413, details={"limit": limit})
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def read_json(request: web.Request) -> Any:
     ctype = request.content_type
     if ctype != "application/json":
         raise UnsupportedMediaType(
             "send the body as application/json", code="unsupported_content_type", details={"got": ctype}
         )
-    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
-        raise ApiError("JSON body too large", code="payload_too_large", status=413)
-    raw = await request.content.read(MAX_JSON_BODY + 1)
-    if len(raw) > MAX_JSON_BODY:
-        raise ApiError("JSON body too large", code="payload_too_large", status=413)
+    raw = await read_body(request, MAX_JSON_BODY, "JSON body")
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
