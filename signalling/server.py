@@ -162,6 +162,11 @@ class SignallingServer:
         return await self.cluster.call(node, message)
 
     async def _run(self, event: str, handler: Handler, sid: str, sock: _Socket, payload: BaseModel) -> Ack:
+        # One event at a time per socket, and a disconnect waits for the event in hand (no half-joined ghosts).
+        async with sock.lock:
+            return await self._run_locked(event, handler, sid, sock, payload)
+
+    async def _run_locked(self, event: str, handler: Handler, sid: str, sock: _Socket, payload: BaseModel) -> Ack:
         try:
             return await handler(sid, sock, payload)
         except Refused as exc:
@@ -177,8 +182,10 @@ class SignallingServer:
         sid = str(message["sid"])
         if message["kind"] == "disconnect":
             sock = self.remote_sockets.pop(sid, None)
-            if sock is not None and sock.session_id is not None:
-                await self._remove(sock.session_id, sock.participant_id, reason="disconnected")
+            if sock is not None:
+                async with sock.lock:
+                    if sock.session_id is not None:
+                        await self._remove(sock.session_id, sock.participant_id, reason="disconnected")
             return ok()
         if message["kind"] == "end":
             await self._end_local(int(message["session_id"]), str(message["reason"]))
@@ -213,7 +220,13 @@ class SignallingServer:
 
     async def _on_disconnect(self, sid: str, *_args: Any) -> None:
         sock = self.sockets.pop(sid, None)
-        if sock is None or sock.session_id is None:
+        if sock is None:
+            return
+        async with sock.lock:  # an event still in hand (a join) finishes first, then is undone here
+            await self._disconnected(sid, sock)
+
+    async def _disconnected(self, sid: str, sock: _Socket) -> None:
+        if sock.session_id is None:
             return
         if sock.node in (None, self.cluster.node_id):
             await self._remove(sock.session_id, sock.participant_id, reason="disconnected")
@@ -355,17 +368,30 @@ class SignallingServer:
             raise Refused("not_joined", "join a session first")
         return live, participant
 
+    async def _joined(self, sock: _Socket) -> tuple[LiveSession, Participant]:
+        """The socket's session and participant, re-checking that it may still be there.
+
+        Authorisation holds on every event, not only on join: a logout, a
+        revoked invite or an ended session removes the participant here.
+        """
+        live, participant = self._current(sock)
+        try:
+            await self.directory.authorise_join(sock.identity, live.info.session_id)
+        except Refused:
+            sock.session_id = sock.participant_id = sock.node = None
+            await self._remove(live.info.session_id, participant.participant_id, reason="revoked")
+            raise
+        return live, participant
+
     # -- chat ---------------------------------------------------------------
 
     async def _chat(self, sid: str, sock: _Socket, p: messages.ChatSend) -> Ack:
-        live, participant = self._current(sock)
+        live, participant = await self._joined(sock)
         text = p.text.strip()
         if not text:
             return refuse("invalid_payload", "empty message")
         if not self.chat.allow(participant, self.monotonic()):
             return refuse("rate_limited", "too many messages; slow down")
-        # Authorisation is re-checked on every event: a revoked invite or ended login stops here.
-        await self.directory.authorise_join(sock.identity, live.info.session_id)
         stored = await self.directory.store_chat(sock.identity, live.info.session_id, text)
         message = {
             "id": stored.id,
@@ -381,24 +407,23 @@ class SignallingServer:
     # -- media --------------------------------------------------------------
 
     async def _answer(self, sid: str, sock: _Socket, p: messages.Answer) -> Ack:
-        live, participant = self._current(sock)
+        live, participant = await self._joined(sock)
         await self._require_media().answer(live, participant, p.sdp, p.revision)
         return ok()
 
     async def _candidate(self, sid: str, sock: _Socket, p: messages.Candidate) -> Ack:
-        live, participant = self._current(sock)
+        live, participant = await self._joined(sock)
         await self._require_media().candidate(live, participant, p.candidate, p.sdpMid, p.sdpMLineIndex)
         return ok()
 
     async def _publish(self, sid: str, sock: _Socket, p: messages.Publish) -> Ack:
-        live, participant = self._current(sock)
+        live, participant = await self._joined(sock)
         media = self._require_media()
-        await self.directory.authorise_join(sock.identity, live.info.session_id)
         mid = await media.publish(live, participant, p.label)
         return ok(mid=mid)
 
     async def _unpublish(self, sid: str, sock: _Socket, p: messages.Unpublish) -> Ack:
-        live, participant = self._current(sock)
+        live, participant = await self._joined(sock)
         await self._require_media().unpublish(live, participant, p.mid)
         return ok()
 
@@ -430,3 +455,4 @@ class _Socket:
     participant_id: str | None = None
     #: The process that owns ``session_id`` (where this socket's events are handled).
     node: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)

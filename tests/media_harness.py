@@ -412,7 +412,10 @@ class Caller:
         return dict(ack)
 
     async def close(self) -> None:
-        if self.media is not None:
-            await self.media.close()
+        # Stop new offers first, let an answer in hand finish, then close the peer connection.
         if self.sio.connected:
             await self.sio.disconnect()
+        if self._chain is not None:
+            await asyncio.gather(self._chain, return_exceptions=True)
+        if self.media is not None:
+            await self.media.close()

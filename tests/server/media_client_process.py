@@ -14,7 +14,8 @@ Protocol on stdout, one JSON object per line:
 * ``{"event": "joined", "participant_id", "participants": [...]}`` once joined;
 * ``{"event": "report", "received": {tag: [numbers]}, "sent", "errors", "violations", "events"}``
   after a ``report`` line on stdin (or stdin closing), once ``--min-frames`` frames of ``--watch``
-  arrived or ``--wait`` seconds passed; then the process leaves and exits 0.
+  arrived or ``--wait`` seconds passed; then, after a ``leave`` line, it leaves the session and exits 0
+  (on end of file it exits without leaving: the socket closes).
 
 The same network guards as tests/conftest.py are installed: gathering outside
 ``gather_from``, aiortc's default STUN server and mDNS resolution are recorded
@@ -60,8 +61,8 @@ def install_guards() -> None:
         raise AssertionError("mDNS resolution must never happen")
 
     network._unscoped_host_addresses = unscoped_gathering
-    rtcicetransport.RTCIceGatherer.getDefaultIceServers = classmethod(no_default_stun)  # type: ignore[method-assign]
-    aioice.ice.get_or_create_mdns_protocol = no_mdns  # type: ignore[assignment]
+    setattr(rtcicetransport.RTCIceGatherer, "getDefaultIceServers", classmethod(no_default_stun))  # noqa: B010
+    setattr(aioice.ice, "get_or_create_mdns_protocol", no_mdns)  # noqa: B010
 
 
 def say(**message: Any) -> None:
@@ -101,7 +102,8 @@ async def main(args: argparse.Namespace) -> int:
             violations=VIOLATIONS,
             events=sorted({name for name, _ in caller.events}),
         )
-        await caller.sio.call("session.leave", {}, timeout=5)
+        if (await read_command()).strip() == "leave":
+            await caller.sio.call("session.leave", {}, timeout=5)
     finally:
         await caller.close()
     return 0
