@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -19,6 +20,7 @@ from server.api import cases as cases_api
 from server.api import documents as documents_api
 from server.api import matters as matters_api
 from server.api import orgs as orgs_api
+from server.api import queue as queue_api
 from server.api import sessions as sessions_api
 from server.api.health import health_routes
 from server.api.routing import PRINCIPAL, REQUEST_ID, Api, validation_details
@@ -32,12 +34,14 @@ from server.objectstore import (
     create_object_store,
     object_routes,
 )
+from server.services.appointments import AppointmentService
 from server.services.auth import AuthService, LoginRateLimiter
 from server.services.cases import CaseService
 from server.services.documents import DocumentService
+from server.services.queue import QueueService
 from server.services.realtime import RealtimeApplication
 from server.services.sessions import SessionService
-from server.settings import Settings
+from server.settings import QueueSettings, Settings
 from server.storage.database import Database
 from signalling.cluster import RedisCluster
 from signalling.server import SignallingConfig, SignallingServer
@@ -60,9 +64,12 @@ class Services:
     sessions: SessionService
     signalling: SignallingServer
     metrics: Metrics
+    appointments: AppointmentService
+    queue: QueueService
 
 
 SERVICES = web.AppKey("services", Services)
+QUEUE_SCANNER = web.AppKey("queue_scanner", asyncio.Task[None])
 
 ROUTE_MODULES: tuple[Api, ...] = (
     auth_api.api,
@@ -71,11 +78,15 @@ ROUTE_MODULES: tuple[Api, ...] = (
     cases_api.api,
     documents_api.api,
     sessions_api.api,
+    queue_api.api,
 )
 
 
-def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+def build_services(
+    settings: Settings, clock: Clock | None = None, queue_settings: QueueSettings | None = None
+) -> Services:
     clock = clock or SystemClock()
+    queue_settings = queue_settings or settings.queue
     secret = settings.resolved_secret_key()
     db = Database(settings.resolved_database_url())
     store = create_object_store(
@@ -128,7 +139,19 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             max_sdp_bytes=settings.media.max_sdp_bytes,
         ),
     )
-    return Services(settings, clock, db, store, auth, cases, documents, sessions, signalling, Metrics())
+    appointments = AppointmentService(clock=clock, cases=cases, settings=queue_settings.appointments)
+    queue = QueueService(
+        db=db,
+        clock=clock,
+        cases=cases,
+        sessions=sessions,
+        appointments=appointments,
+        notifier=signalling,
+        settings=queue_settings,
+    )
+    return Services(
+        settings, clock, db, store, auth, cases, documents, sessions, signalling, Metrics(), appointments, queue
+    )
 
 
 def openapi_document() -> dict[str, object]:
@@ -205,8 +228,10 @@ def _request_middleware(services: Services) -> Middleware:
     return middleware
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
-    services = build_services(settings, clock)
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, queue_settings: QueueSettings | None = None
+) -> web.Application:
+    services = build_services(settings, clock, queue_settings)
     app = web.Application(
         middlewares=[_request_middleware(services), error_middleware],
         client_max_size=1024 * 1024,
@@ -224,8 +249,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         await services.signalling.start()
         if isinstance(services.store, S3ObjectStore) and settings.object_store.s3.create_bucket:
             await services.store.ensure_bucket()
+        if services.queue.settings.scan_interval > 0:
+            _app[QUEUE_SCANNER] = asyncio.create_task(services.queue.run_scanner(), name="queue-scanner")
 
     async def on_shutdown(_app: web.Application) -> None:
+        scanner = _app.get(QUEUE_SCANNER)
+        if scanner is not None:
+            scanner.cancel()
+            await asyncio.gather(scanner, return_exceptions=True)
+        await services.queue.close()
         await services.signalling.close()
 
     async def on_cleanup(_app: web.Application) -> None:

@@ -16,6 +16,7 @@ import secrets
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -111,6 +112,67 @@ class SignallingSettings(BaseModel):
     ice_servers: list[IceServerSettings] = Field(default_factory=list)
 
 
+class AppointmentSettings(BaseModel):
+    """Appointment rules; durations in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: How far ahead a slot may be booked.
+    horizon: int = Field(default=10 * 24 * 3600, ge=0)
+    #: A booking may be cancelled until this long before its slot starts.
+    cancel_deadline: int = Field(default=3 * 3600, ge=0)
+    #: A booking not checked in by slot end + this becomes a no-show.
+    no_show_grace: int = Field(default=15 * 60, ge=0)
+    #: How long one no-show bars the ID number from booking.
+    no_show_ban: int = Field(default=30 * 24 * 3600, ge=0)
+    #: Check-in opens this long before the slot starts.
+    check_in_early: int = Field(default=3600, ge=0)
+    max_slot_capacity: int = Field(default=500, ge=1)
+    max_slot_length: int = Field(default=24 * 3600, ge=60)
+
+
+class QueueSettings(BaseModel):
+    """Queue defaults; durations in seconds.  Departments and windows override thresholds in ``queue_policies``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Seconds between scanner rounds; 0 disables the background scanner (tests call ``scan()`` themselves).
+    scan_interval: float = Field(default=1.0, ge=0)
+    #: Most due items of each kind one scanner round handles (the rest wait for the next round).
+    scan_batch: int = Field(default=500, ge=1)
+    #: Boards (``queue.changed``, ``queue.position``) of changed departments are sent at most this often, so a
+    #: burst of calls costs one board per department, not one per call.
+    board_interval: float = Field(default=0.25, ge=0)
+    #: Most tickets listed in one ``queue.changed`` notice (positions go to every point in full).
+    board_notice_tickets: int = Field(default=200, ge=0)
+    #: How long a call rings at the service point before the ticket goes back to the head of the queue.
+    ring_timeout: int = Field(default=60, ge=1)
+    #: Unanswered rings after which the ticket becomes a no-show (0: never).
+    max_unanswered: int = Field(default=3, ge=0)
+    #: A ticket waiting this long raises the wait-timeout alert (DESIGN.md §2: 15 minutes).
+    wait_limit: int = Field(default=15 * 60, ge=1)
+    #: Queue length / longest wait (seconds) at which the status turns yellow or red (0: not used).
+    yellow_length: int = Field(default=10, ge=0)
+    red_length: int = Field(default=20, ge=0)
+    yellow_wait: int = Field(default=10 * 60, ge=0)
+    red_wait: int = Field(default=20 * 60, ge=0)
+    #: Estimated waits use the mean call-to-finish time of this many recent tickets ...
+    service_sample: int = Field(default=20, ge=1)
+    #: ... or this many seconds when there are none yet.
+    default_service_time: int = Field(default=300, ge=1)
+    #: The longest a tidal window may be opened for.
+    max_tidal_period: int = Field(default=12 * 3600, ge=60)
+    #: Local time zone: ticket numbers restart each local day.
+    timezone: str = "Asia/Shanghai"
+    appointments: AppointmentSettings = AppointmentSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        ZoneInfo(value)
+        return value
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start-up."""
 
@@ -146,6 +208,7 @@ class Settings(BaseSettings):
     upload: UploadSettings = UploadSettings()
     signalling: SignallingSettings = SignallingSettings()
     media: MediaSettings = MediaSettings()
+    queue: QueueSettings = QueueSettings()
 
     @field_validator("database_url")
     @classmethod

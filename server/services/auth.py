@@ -187,7 +187,8 @@ class AuthService:
                 self.secret,
                 algorithms=[JWT_ALG],
                 audience=JWT_AUDIENCE,
-                options={"require": ["exp", "iat", "sid", "typ"], "verify_exp": False},
+                # Expiry and issue time are checked against the injected clock below, not the wall clock.
+                options={"require": ["exp", "iat", "sid", "typ"], "verify_exp": False, "verify_iat": False},
             )
         except jwt.PyJWTError:
             raise Unauthorized("access token is malformed or its signature is wrong", code="token_invalid") from None

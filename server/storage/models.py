@@ -16,6 +16,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -73,7 +75,14 @@ class Window(Base):
     unit_id: Mapped[int] = mapped_column(ForeignKey("org_units.id"), index=True)
     name_zh: Mapped[str] = mapped_column(String(200))
     name_en: Mapped[str] = mapped_column(String(200))
+    #: ``open`` (calls tickets), ``paused`` (finishes its ticket, calls none), ``closed``.
     state: Mapped[str] = mapped_column(String(16), default="closed")
+    #: The clerk signed in here; a clerk is signed in to one window at a time.
+    clerk_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), unique=True)
+    signed_in_at: Mapped[datetime | None]
+    #: A tidal window (潮汐窗口) closes itself at ``closes_at``, after finishing its current ticket.
+    tidal: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    closes_at: Mapped[datetime | None]
 
 
 class User(Base):
@@ -255,3 +264,230 @@ class ChatMessage(Base):
     display_name: Mapped[str] = mapped_column(String(200))
     text: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime]
+
+
+# -- queue and appointments (issue 6) ------------------------------------------------------------------------------
+
+#: Ticket states that hold a place: the real-name rule allows one per matter and ID number.
+ACTIVE_TICKET_STATES = ("waiting", "called", "serving")
+_ACTIVE_TICKET = text("state IN ('waiting', 'called', 'serving')")
+_BOOKED = text("state = 'booked'")
+
+
+class WindowMatter(Base):
+    """A matter a window serves; a window with none serves all of its department's matters."""
+
+    __tablename__ = "window_matters"
+
+    window_id: Mapped[int] = mapped_column(ForeignKey("windows.id", ondelete="CASCADE"), primary_key=True)
+    matter_id: Mapped[int] = mapped_column(ForeignKey("matters.id", ondelete="CASCADE"), primary_key=True)
+
+
+class TicketCounter(Base):
+    """Last ticket number given by a department on a (local) day; incremented by an atomic upsert."""
+
+    __tablename__ = "ticket_counters"
+
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), primary_key=True)
+    #: Local calendar day, ``YYYY-MM-DD``.
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)
+
+
+class AppointmentSlot(Base):
+    """A bookable period of a department (or of one of its windows) with a capacity."""
+
+    __tablename__ = "appointment_slots"
+    __table_args__ = (Index("ix_appointment_slots_department_start", "department_id", "starts_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
+    window_id: Mapped[int | None] = mapped_column(ForeignKey("windows.id"))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    capacity: Mapped[int] = mapped_column(Integer)
+    #: Bookings holding a place (booked or checked in); changed only by guarded single-row UPDATEs.
+    booked: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class Appointment(Base):
+    """A booking (预约) of a slot for a case; at most one ``booked`` per matter and ID number."""
+
+    __tablename__ = "appointments"
+    __table_args__ = (
+        Index(
+            "uq_appointments_booked_person",
+            "matter_id",
+            "id_hash",
+            unique=True,
+            postgresql_where=_BOOKED,
+            sqlite_where=_BOOKED,
+        ),
+        Index("ix_appointments_state_slot", "state", "slot_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slot_id: Mapped[int] = mapped_column(ForeignKey("appointment_slots.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    matter_id: Mapped[int] = mapped_column(ForeignKey("matters.id"))
+    #: The service point that booked (the case's unit).
+    unit_id: Mapped[int] = mapped_column(ForeignKey("org_units.id"), index=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    id_hash: Mapped[str] = mapped_column(String(64))
+    applicant_name: Mapped[str] = mapped_column(String(100))
+    #: ``booked`` → ``checked_in`` | ``cancelled`` | ``no_show``.
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    cancelled_at: Mapped[datetime | None]
+    checked_in_at: Mapped[datetime | None]
+    no_show_at: Mapped[datetime | None]
+
+
+class BookingBan(Base):
+    """An ID number barred from booking until ``until`` (after a no-show)."""
+
+    __tablename__ = "booking_bans"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    until: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(32))
+    appointment_id: Mapped[int | None] = mapped_column(ForeignKey("appointments.id"))
+    created_at: Mapped[datetime]
+
+
+class Ticket(Base):
+    """A place in a department's queue (取号) for a case, taken at a service point."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (
+        # The real-name rule: one active ticket per matter per ID number.
+        Index(
+            "uq_tickets_active_person",
+            "matter_id",
+            "id_hash",
+            unique=True,
+            postgresql_where=_ACTIVE_TICKET,
+            sqlite_where=_ACTIVE_TICKET,
+        ),
+        # Call-next: the head of a department's waiting line.
+        Index("ix_tickets_queue", "department_id", "state", "priority", "order_key", "id"),
+        Index("ix_tickets_state_alert_at", "state", "alert_at"),
+        Index("ix_tickets_state_ring_deadline", "state", "ring_deadline"),
+        Index("ix_tickets_window_state", "window_id", "state"),
+        Index("ix_tickets_unit_state", "unit_id", "state"),
+        Index("ix_tickets_department_finished", "department_id", "finished_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Readable per department and day: a letter per department and a daily counter (``B023``).
+    number: Mapped[str] = mapped_column(String(12))
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    matter_id: Mapped[int] = mapped_column(ForeignKey("matters.id"))
+    #: The service point that took the ticket (rings go to ``unit:<id>``).
+    unit_id: Mapped[int] = mapped_column(ForeignKey("org_units.id"))
+    id_hash: Mapped[str] = mapped_column(String(64))
+    #: ``waiting → called → serving → done``; or ``no_show``, ``transferred``, ``cancelled``.
+    state: Mapped[str] = mapped_column(String(16))
+    #: 0: a checked-in appointment; 1: a walk-in.
+    priority: Mapped[int] = mapped_column(Integer)
+    #: Position key within a priority: the slot start for appointments, else ``waiting_since``.
+    order_key: Mapped[datetime]
+    #: When the citizen started waiting; kept across transfers and unanswered rings.
+    waiting_since: Mapped[datetime]
+    created_at: Mapped[datetime]
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    window_id: Mapped[int | None] = mapped_column(ForeignKey("windows.id"))
+    clerk_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    called_at: Mapped[datetime | None]
+    ring_deadline: Mapped[datetime | None]
+    served_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    #: Rings nobody answered; at the configured maximum the ticket becomes a no-show.
+    unanswered: Mapped[int] = mapped_column(Integer, default=0)
+    #: When a still-waiting ticket raises the wait-timeout alert (``waiting_since`` + the wait limit).
+    alert_at: Mapped[datetime]
+    alerted: Mapped[bool] = mapped_column(Boolean, default=False)
+    appointment_id: Mapped[int | None] = mapped_column(ForeignKey("appointments.id"))
+    transferred_from_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class QueuePolicy(Base):
+    """Thresholds of a department or of one window; ``NULL`` fields inherit (window → department → config)."""
+
+    __tablename__ = "queue_policies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: ``department:<id>`` or ``window:<id>``.
+    scope: Mapped[str] = mapped_column(String(40), unique=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    window_id: Mapped[int | None] = mapped_column(ForeignKey("windows.id"))
+    #: Seconds a ticket may wait before the wait-timeout alert (department scope only).
+    wait_limit: Mapped[int | None] = mapped_column(Integer)
+    #: Seconds a ring may go unanswered (department scope only).
+    ring_timeout: Mapped[int | None] = mapped_column(Integer)
+    yellow_length: Mapped[int | None] = mapped_column(Integer)
+    red_length: Mapped[int | None] = mapped_column(Integer)
+    yellow_wait: Mapped[int | None] = mapped_column(Integer)
+    red_wait: Mapped[int | None] = mapped_column(Integer)
+    #: Letter(s) of the department's ticket numbers (default: by the department's order in its centre).
+    ticket_prefix: Mapped[str | None] = mapped_column(String(4))
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class QueueStatus(Base):
+    """The current colour (green, yellow, red) of a department's or window's queue."""
+
+    __tablename__ = "queue_status"
+
+    scope: Mapped[str] = mapped_column(String(40), primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    window_id: Mapped[int | None] = mapped_column(ForeignKey("windows.id"))
+    colour: Mapped[str] = mapped_column(String(8))
+    since: Mapped[datetime]
+
+
+class QueueStatusChange(Base):
+    """A change of colour, kept for reports (how many yellow and red per period)."""
+
+    __tablename__ = "queue_status_changes"
+    __table_args__ = (Index("ix_queue_status_changes_department_at", "department_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(40))
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
+    window_id: Mapped[int | None] = mapped_column(ForeignKey("windows.id"))
+    from_colour: Mapped[str] = mapped_column(String(8))
+    to_colour: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime]
+    waiting: Mapped[int] = mapped_column(Integer)
+    longest_wait: Mapped[int] = mapped_column(Integer)
+
+
+class Alert(Base):
+    """A warning to the department's supervisors: a wait timeout (once per ticket) or a status colour."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        # Exactly once per ticket and kind, whatever restarts or concurrent scanners do.
+        UniqueConstraint("ticket_id", "kind", name="uq_alerts_ticket_kind"),
+        Index("ix_alerts_department_created", "department_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
+    window_id: Mapped[int | None] = mapped_column(ForeignKey("windows.id"))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    #: ``wait_timeout`` or ``status``.
+    kind: Mapped[str] = mapped_column(String(16))
+    #: ``yellow`` or ``red`` (a wait timeout is ``red``).
+    level: Mapped[str] = mapped_column(String(8))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
