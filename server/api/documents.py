@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.routing import Api, Call, Page
 from server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from server.objectstore.base import content_disposition
 from server.services.policy import Action
 from server.storage.cases import CaseRepository
 from server.storage.models import Document
@@ -157,7 +158,7 @@ async def document_content(call: Call) -> web.StreamResponse:
         headers={
             "Content-Type": doc.content_type,
             "Content-Length": str(doc.size),
-            "Content-Disposition": _disposition(doc.filename),
+            "Content-Disposition": content_disposition(doc.filename),
             "X-Content-Type-Options": "nosniff",
             "ETag": f'"{doc.sha256}"',
             "Cache-Control": "private, no-store",
@@ -196,10 +197,3 @@ async def document_url(call: Call) -> SignedUrlOut:
 async def delete_document(call: Call) -> web.Response:
     await call.services.documents.delete(call.me, call.path_int("case_id"), call.path_int("document_id"))
     return web.Response(status=204)
-
-
-def _disposition(filename: str) -> str:
-    from urllib.parse import quote
-
-    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
