@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from server.errors import ApiError
 from server.services.auth import AuthService
 from server.services.principal import Principal
@@ -28,6 +30,9 @@ def _identity(p: Principal) -> Identity:
     )
 
 
+PRINCIPAL_CACHE = 10_000
+
+
 class RealtimeApplication:
     """Answers signalling's questions from the database; remembers each identity's principal."""
 
@@ -35,12 +40,16 @@ class RealtimeApplication:
         self.db = db
         self.auth = auth
         self.sessions = sessions
-        self._principals: dict[Identity, Principal] = {}
+        #: Principals of recent identities (keeps the client address for the audit); bounded, least recently
+        #: used first out.  A miss is not an error: the principal is loaded again from its login session.
+        self._principals: OrderedDict[Identity, Principal] = OrderedDict()
 
     async def _principal(self, identity: Identity) -> Principal:
         """The principal behind an identity; one authenticated by another process is loaded from its login."""
         principal = self._principals.get(identity)
-        if principal is None:
+        if principal is not None:
+            self._principals.move_to_end(identity)
+        else:
             try:
                 async with self.db.transaction() as s:
                     principal = await self.auth.principal_for_session(s, identity.login)
@@ -48,7 +57,7 @@ class RealtimeApplication:
                 raise Refused(exc.code, exc.message) from None
             if _identity(principal) != identity:
                 raise Refused("auth_required", "identity does not match its login")
-            self._principals[identity] = principal
+            self._remember(identity, principal)
         return principal
 
     async def authenticate(self, token: str, client_addr: str | None) -> Identity:
@@ -58,11 +67,14 @@ class RealtimeApplication:
         except ApiError as exc:
             raise Refused(exc.code, exc.message) from None
         identity = _identity(principal)
-        self._principals[identity] = principal
+        self._remember(identity, principal)
         return identity
 
-    def forget(self, identity: Identity) -> None:
-        self._principals.pop(identity, None)
+    def _remember(self, identity: Identity, principal: Principal) -> None:
+        self._principals[identity] = principal
+        self._principals.move_to_end(identity)
+        while len(self._principals) > PRINCIPAL_CACHE:
+            self._principals.popitem(last=False)
 
     async def authorise_join(self, identity: Identity, session_id: int) -> SessionInfo:
         principal = await self._principal(identity)
