@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel
 
 from server.api.routing import Api, Call, Page, PageQuery
@@ -10,6 +12,7 @@ from server.services import accounts
 from server.services.principal import Role
 from server.storage.models import User
 from server.storage.orgs import OrgRepository
+from server.storage.queue import WindowRepository
 from server.storage.users import UserRepository
 
 api = Api()
@@ -40,7 +43,17 @@ class WindowOut(BaseModel):
     unit_id: int
     name_zh: str
     name_en: str
+    #: ``open``, ``paused`` or ``closed``.
     state: str
+    #: The clerk signed in (id and display name), or null.
+    clerk_user_id: int | None
+    clerk_name: str | None
+    signed_in_at: datetime | None
+    #: A tidal window (潮汐窗口) closes itself at ``closes_at``.
+    tidal: bool
+    closes_at: datetime | None
+    #: Matter codes the window serves; empty: all of its department's matters.
+    matter_codes: list[str]
 
 
 class OrgOut(BaseModel):
@@ -76,10 +89,30 @@ async def org(call: Call) -> OrgOut:
     async with call.services.db.transaction() as s:
         repo = OrgRepository(s)
         units, departments, windows = await repo.units(), await repo.departments(), await repo.windows()
+        matters = await WindowRepository(s).served_matter_codes([w.id for w in windows])
+        clerk_ids = sorted({w.clerk_user_id for w in windows if w.clerk_user_id is not None})
+        clerks = {u.id: u.display_name for u in await UserRepository(s).by_ids(clerk_ids)}
     return OrgOut(
         units=[UnitOut.model_validate(u, from_attributes=True) for u in units],
         departments=[DepartmentOut.model_validate(d, from_attributes=True) for d in departments],
-        windows=[WindowOut.model_validate(w, from_attributes=True) for w in windows],
+        windows=[
+            WindowOut(
+                id=w.id,
+                code=w.code,
+                department_id=w.department_id,
+                unit_id=w.unit_id,
+                name_zh=w.name_zh,
+                name_en=w.name_en,
+                state=w.state,
+                clerk_user_id=w.clerk_user_id,
+                clerk_name=clerks.get(w.clerk_user_id) if w.clerk_user_id is not None else None,
+                signed_in_at=w.signed_in_at,
+                tidal=w.tidal,
+                closes_at=w.closes_at,
+                matter_codes=matters.get(w.id, []),
+            )
+            for w in windows
+        ],
     )
 
 

@@ -23,6 +23,11 @@ class UserRepository:
     async def get(self, user_id: int) -> User | None:
         return await self.s.get(User, user_id)
 
+    async def by_ids(self, user_ids: Sequence[int]) -> Sequence[User]:
+        if not user_ids:
+            return []
+        return (await self.s.execute(select(User).where(User.id.in_(user_ids)))).scalars().all()
+
     async def by_username(self, username: str) -> User | None:
         stmt = select(User).where(func.lower(User.username) == username.lower())
         return (await self.s.execute(stmt)).scalar_one_or_none()

@@ -251,3 +251,26 @@ async def test_a_closed_case_leaves_the_line(as_user: Any, services: Services, n
     win = await window_id(services, "D01-MZ-1")
     await ok(await clerk.post(f"/api/v1/windows/{win}/sign-in"))
     assert (await ok(await clerk.post(f"/api/v1/windows/{win}/call-next")))["id"] == second
+
+
+async def test_org_tree_shows_each_windows_clerk_state_and_matters(as_user: Any, services: Services) -> None:
+    clerk, supervisor = await as_user("clerk"), await as_user("supervisor")
+    win = await window_id(services, "D01-MZ-1")
+
+    def of(org: dict[str, Any]) -> dict[str, Any]:
+        return next(w for w in org["windows"] if w["id"] == win)
+
+    before = of(await ok(await clerk.get("/api/v1/org")))
+    assert before["state"] == "closed" and before["clerk_user_id"] is None and before["clerk_name"] is None
+    assert before["tidal"] is False and before["closes_at"] is None
+    await ok(await clerk.post(f"/api/v1/windows/{win}/sign-in"))
+    path = f"/api/v1/windows/{win}/matters"
+    await ok(await supervisor.client.put(path, json={"matter_codes": ["MZ-001"]}, headers=supervisor.headers))
+    after = of(await ok(await clerk.get("/api/v1/org")))
+    me = await principal(services, "clerk")
+    assert after["state"] == "open"
+    assert after["clerk_user_id"] == me.user_id and after["clerk_name"] == me.display_name
+    assert after["signed_in_at"] is not None
+    assert after["matter_codes"] == ["MZ-001"]
+    others = [w for w in (await ok(await clerk.get("/api/v1/org")))["windows"] if w["id"] != win]
+    assert all(w["clerk_user_id"] is None for w in others)
