@@ -365,6 +365,12 @@ async def run_engine(engine: str, args: argparse.Namespace, tmp: Path) -> Result
                     http, server.url, clerks[0], args.baseline_calls, deadline, result.baseline, result.called
                 )
                 # Burst: everyone at once, until the line is empty.
+                spy = None
+                if args.profile:
+                    out = Path(args.profile) / f"queue-{engine}.txt"
+                    cmd = ["py-spy", "record", "--pid", str(server.proc.pid), "--rate", "250", "--format", "raw"]
+                    spy = subprocess.Popen([str(BIN / cmd[0]), *cmd[1:], "-o", str(out)], stdout=subprocess.DEVNULL)  # noqa: ASYNC220
+                    await asyncio.sleep(1.0)  # py-spy attaches
                 cpu0, sys0 = proc.cpu_times(), psutil.cpu_times()
                 start = time.perf_counter()
                 per_clerk = args.tickets  # bounded: no clerk can make more calls than there are tickets
@@ -376,6 +382,9 @@ async def run_engine(engine: str, args: argparse.Namespace, tmp: Path) -> Result
                 result.server_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / result.burst_seconds
                 busy = (sys1.user + sys1.system - sys0.user - sys0.system) / result.burst_seconds
                 result.machine_cpu = busy
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    await asyncio.to_thread(spy.wait, 60)
         finally:
             server.stop()
         await check(result, env)
@@ -472,6 +481,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--strict", action="store_true", help="exit 1 when the p99 target is missed")
     p.add_argument("--smoke", action="store_true", help="a few clerks and tickets, seconds long (CI)")
+    p.add_argument("--profile", metavar="DIR", help="record the server with py-spy during the burst (collapsed stacks)")
     args = p.parse_args(argv)
     if args.smoke:
         args.clerks, args.tickets, args.baseline_calls, args.timeout = 5, 30, 5, 120
