@@ -40,6 +40,7 @@ from server.services.cases import CaseService
 from server.services.documents import DocumentService
 from server.services.queue import QueueService
 from server.services.realtime import RealtimeApplication
+from server.services.recording import SessionRecordings
 from server.services.sessions import SessionService
 from server.settings import QueueSettings, Settings
 from server.storage.database import Database
@@ -66,6 +67,7 @@ class Services:
     metrics: Metrics
     appointments: AppointmentService
     queue: QueueService
+    recordings: SessionRecordings
 
 
 SERVICES = web.AppKey("services", Services)
@@ -108,6 +110,7 @@ def build_services(
     documents = DocumentService(db=db, store=store, cases=cases, clock=clock, global_max_size=settings.upload.max_size)
     sessions = SessionService(clock=clock, cases=cases)
     realtime = RealtimeApplication(db=db, auth=auth, sessions=sessions)
+    recordings = SessionRecordings(db=db, clock=clock, settings=settings.recording, spool=settings.resolved_spool_dir())
     sig = settings.signalling
     signalling = SignallingServer(
         authenticator=realtime,
@@ -131,6 +134,7 @@ def build_services(
             else None
         ),
         cluster=RedisCluster(settings.redis_url, prefix=settings.redis_prefix) if settings.redis_url else None,
+        room_observer=recordings,
         media=MediaNetworkConfig(
             bind_addresses=tuple(settings.media.host_addresses),
             allowed_networks=tuple(settings.media.allowed_cidrs),
@@ -150,7 +154,19 @@ def build_services(
         settings=queue_settings,
     )
     return Services(
-        settings, clock, db, store, auth, cases, documents, sessions, signalling, Metrics(), appointments, queue
+        settings,
+        clock,
+        db,
+        store,
+        auth,
+        cases,
+        documents,
+        sessions,
+        signalling,
+        Metrics(),
+        appointments,
+        queue,
+        recordings,
     )
 
 
@@ -259,6 +275,7 @@ def create_app(
             await asyncio.gather(scanner, return_exceptions=True)
         await services.queue.close()
         await services.signalling.close()
+        await services.recordings.close()
 
     async def on_cleanup(_app: web.Application) -> None:
         await services.store.close()

@@ -44,6 +44,21 @@ class S3Settings(BaseModel):
     create_bucket: bool = False
 
 
+class RecordingSettings(BaseModel):
+    """Live recording of case sessions (``recordings/``): per-track segments, remuxed, never transcoded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Record every case session's media (participants are told; the case audit notes start and stop).
+    enabled: bool = True
+    #: Length of one segment file per track; a crash loses at most the open segment of each track.
+    segment_seconds: float = Field(default=10.0, ge=0.5, le=300)
+    #: Local spool of segment files and manifests; relative paths are under ``data_dir``.
+    spool_dir: Path = Path("recordings")
+    #: Frames one track may have queued for its writer before the recorder drops to the next keyframe.
+    max_queue: int = Field(default=600, ge=10, le=100_000)
+
+
 class ObjectStoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -208,6 +223,7 @@ class Settings(BaseSettings):
     upload: UploadSettings = UploadSettings()
     signalling: SignallingSettings = SignallingSettings()
     media: MediaSettings = MediaSettings()
+    recording: RecordingSettings = RecordingSettings()
     queue: QueueSettings = QueueSettings()
 
     @field_validator("database_url")
@@ -242,6 +258,10 @@ class Settings(BaseSettings):
     def resolved_object_root(self) -> Path:
         root = self.object_store.root
         return root if root.is_absolute() else (self.data_dir / root)
+
+    def resolved_spool_dir(self) -> Path:
+        spool = self.recording.spool_dir
+        return spool if spool.is_absolute() else (self.data_dir / spool)
 
     def resolved_secret_key(self) -> str:
         """The configured secret, or one generated once and kept in ``data_dir``."""

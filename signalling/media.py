@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
+from signalling.application import SessionInfo
 from signalling.session import LiveSession, Participant, TrackInfo
 from signalling.sfu.network import MediaNetworkConfig
 from signalling.sfu.peer import MediaOffer
@@ -101,14 +102,35 @@ class _RoomPump:
             pass
 
 
+class RoomObserver(Protocol):
+    """Told when a session's media room opens and closes; the application records sessions through it."""
+
+    def room_opened(self, info: SessionInfo, room: MediaRoom) -> bool:
+        """Return whether this session is being recorded (participants are told)."""
+        ...
+
+    async def room_closed(self, info: SessionInfo) -> None: ...
+
+
 class SessionMedia:
     """The media side of every live session on this process."""
 
-    def __init__(self, config: MediaNetworkConfig, emit: Emit, *, max_participants: int = 8) -> None:
+    def __init__(
+        self,
+        config: MediaNetworkConfig,
+        emit: Emit,
+        *,
+        max_participants: int = 8,
+        observer: RoomObserver | None = None,
+    ) -> None:
         self.config = config
         self.emit = emit
         self.max_participants = max_participants
+        self.observer = observer
         self._rooms: dict[int, tuple[MediaRoom, _RoomPump]] = {}
+        self._recorded: dict[int, bool] = {}
+        self._infos: dict[int, SessionInfo] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def _room(self, live: LiveSession) -> MediaRoom:
         entry = self._rooms.get(live.info.session_id)
@@ -123,7 +145,24 @@ class SessionMedia:
             pump = _RoomPump(live, room, self.emit)
             queue_holder.append(pump)
             entry = self._rooms[live.info.session_id] = (room, pump)
+            self._infos[live.info.session_id] = live.info
+            recorded = False
+            if self.observer is not None:
+                try:
+                    recorded = self.observer.room_opened(live.info, room)
+                except Exception:
+                    log.exception("session %s: the room observer failed", live.info.session_id)
+            self._recorded[live.info.session_id] = recorded
+            if recorded:
+                state = {"session_id": live.info.session_id, "recording": True}
+                task = asyncio.ensure_future(self.emit("recording.state", state, live.room))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         return entry[0]
+
+    def recording(self, live: LiveSession) -> bool:
+        """Whether the session's media is being recorded (known once its room exists)."""
+        return self._recorded.get(live.info.session_id, False)
 
     def room_of(self, live: LiveSession) -> MediaRoom | None:
         entry = self._rooms.get(live.info.session_id)
@@ -153,14 +192,23 @@ class SessionMedia:
             await room.leave(participant.participant_id)
 
     async def close(self, live: LiveSession) -> None:
-        entry = self._rooms.pop(live.info.session_id, None)
-        if entry is not None:
-            room, pump = entry
-            await room.close()
-            await pump.stop()
+        await self._close(live.info.session_id)
 
     async def close_all(self) -> None:
-        for room, pump in list(self._rooms.values()):
-            await room.close()
-            await pump.stop()
-        self._rooms.clear()
+        for session_id in list(self._rooms):
+            await self._close(session_id)
+
+    async def _close(self, session_id: int) -> None:
+        entry = self._rooms.pop(session_id, None)
+        self._recorded.pop(session_id, None)
+        info = self._infos.pop(session_id, None)
+        if entry is None:
+            return
+        room, pump = entry
+        await room.close()
+        await pump.stop()
+        if self.observer is not None and info is not None:
+            try:
+                await self.observer.room_closed(info)
+            except Exception:
+                log.exception("session %s: the room observer failed on close", session_id)

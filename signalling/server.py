@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from signalling import messages
 from signalling.application import Authenticator, Identity, Refused, SessionDirectory
 from signalling.cluster import Cluster, ClusterError, LocalCluster
-from signalling.media import SessionMedia
+from signalling.media import RoomObserver, SessionMedia
 from signalling.session import ChatLimiter, LiveSession, Participant
 from signalling.sfu.errors import MediaError
 from signalling.sfu.network import MediaNetworkConfig
@@ -65,6 +65,7 @@ class SignallingServer:
         monotonic: Callable[[], float] = time.monotonic,
         media: MediaNetworkConfig | None = None,
         cluster: Cluster | None = None,
+        room_observer: RoomObserver | None = None,
     ) -> None:
         self.auth = authenticator
         self.directory = directory
@@ -87,7 +88,9 @@ class SignallingServer:
         self.chat = ChatLimiter(config.chat_max_messages, config.chat_window)
         self.media: SessionMedia | None = None
         if media is not None:
-            self.media = SessionMedia(media, self._emit_to, max_participants=config.max_participants)
+            self.media = SessionMedia(
+                media, self._emit_to, max_participants=config.max_participants, observer=room_observer
+            )
         self._tasks: set[asyncio.Future[None]] = set()
         self._register()
 
@@ -283,6 +286,7 @@ class SignallingServer:
                 "case_id": info.case_id,
                 "kind": info.kind,
                 "host_user_id": info.host_user_id,
+                "recording": self.media.recording(live) if self.media is not None else False,
             },
             participants=[x.wire() for x in live.participants.values()],
             ice_servers=ice_servers_for(self.config.ice_servers, participant.participant_id, time.time()),

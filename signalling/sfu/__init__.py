@@ -49,7 +49,7 @@ skips loopback) is replaced once by a context-scoped version
 from .errors import MediaError, MediaPolicyError, MediaRoomError
 from .network import IceServer, MediaNetworkConfig, check_candidate, filter_sdp, gather_from
 from .passthrough import AIORTC_SUPPORTED, EncodedFrame, EncodedTrack, RelayTrack
-from .peer import MediaOffer, MediaPeer, PeerStats, TrackInfo, TrackLabel, TrackStats
+from .peer import MediaOffer, MediaPeer, PeerStats, Publication, TrackInfo, TrackLabel, TrackStats
 from .room import MediaRoom, NegotiationNeeded, PeerStateChanged, RoomEvent, TrackPublished, TrackUnpublished
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "NegotiationNeeded",
     "PeerStateChanged",
     "PeerStats",
+    "Publication",
     "RelayTrack",
     "RoomEvent",
     "TrackInfo",

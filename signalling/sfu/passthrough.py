@@ -537,6 +537,7 @@ class EncodedTrack(MediaStreamTrack):
         self.kind = kind
         self._request_keyframe = request_keyframe
         self._relays: list[RelayTrack] = []
+        self._sinks: list[Callable[[EncodedFrame], None]] = []
         self._tap: RelayTrack | None = None
         self.frames = 0
         self.bytes = 0
@@ -556,6 +557,26 @@ class EncodedTrack(MediaStreamTrack):
         self.mime_type = frame.mime_type
         for relay in tuple(self._relays):
             relay._deliver(frame)
+        for sink in tuple(self._sinks):
+            try:
+                sink(frame)
+            except Exception:
+                logger.exception("a frame sink failed; it is removed")
+                self.remove_sink(sink)
+
+    def add_sink(self, sink: Callable[[EncodedFrame], None]) -> None:
+        """Call ``sink(frame)`` for every frame pushed from now on, on the event loop, in order.
+
+        For taps such as a recorder: ``sink`` must not block (queue the frame
+        and return); it sees frames exactly as they arrive, with their own
+        timestamps, before any subscriber's rebasing or dropping.  A sink that
+        raises is removed.
+        """
+        self._sinks.append(sink)
+
+    def remove_sink(self, sink: Callable[[EncodedFrame], None]) -> None:
+        if sink in self._sinks:
+            self._sinks.remove(sink)
 
     def subscribe(self, *, max_queue: int | None = None) -> RelayTrack:
         """A new relay of this track that ends when the track does."""
@@ -577,6 +598,7 @@ class EncodedTrack(MediaStreamTrack):
             return
         super().stop()
         relays, self._relays = self._relays, []
+        self._sinks = []
         for relay in relays:
             relay._source_stopped()
 

@@ -129,6 +129,7 @@ class MediaRoom:
         self._tasks: set[asyncio.Task[None]] = set()
         self._revisions = itertools.count(1)
         self._closed = False
+        self._taps: list[Callable[[Publication], None]] = []
 
     # --- queries -----------------------------------------------------------------------------------------------------
 
@@ -189,6 +190,8 @@ class MediaRoom:
         for publication in outcome.ended:
             self._ended(publication)
         for publication in outcome.started:
+            for tap in tuple(self._taps):
+                self._tap(tap, publication)
             self._emit(TrackPublished(publication.info))
         if outcome.next_offer is not None:
             self._emit(NegotiationNeeded(participant_id, outcome.next_offer))
@@ -237,6 +240,26 @@ class MediaRoom:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # --- internals ---------------------------------------------------------------------------------------------------
+
+    def add_tap(self, tap: Callable[[Publication], None]) -> None:
+        """Call ``tap(publication)`` for every live publication now and every one started later.
+
+        The general hook for consumers of the encoded media besides the
+        subscribers (a recorder): ``publication.track.add_sink`` gives its
+        frames, ``publication.info`` says whose track it is, ``publication.codec``
+        its codec, and the track's ``ended`` event its end.
+        """
+        self._taps.append(tap)
+        for peer in tuple(self._peers.values()):
+            for publication in peer.publications:
+                if publication.live:
+                    self._tap(tap, publication)
+
+    def _tap(self, tap: Callable[[Publication], None], publication: Publication) -> None:
+        try:
+            tap(publication)
+        except Exception:
+            logger.exception("room %s: a publication tap failed", self.room_id)
 
     def _emit(self, event: RoomEvent) -> None:
         if self._listener is None:

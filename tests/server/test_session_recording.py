@@ -1,0 +1,81 @@
+"""A case session recorded through the whole app: Socket.IO callers, the SFU, the recorder, the case audit.
+
+Participants learn that the session is recorded (join ack and
+``recording.state``); each one's tracks land as verified segments in the
+spool; the case audit says when recording started and stopped and what it
+holds; a participant's segments join into one playable file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from recordings.join import join_tracks, participant_tracks, verify_segments
+from server.settings import RecordingSettings, Settings
+from tests.media_harness import Caller, until
+from tests.server.api.conftest import open_case
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"recording": RecordingSettings(segment_seconds=1.0)})
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_case_session_is_recorded_and_audited(as_user: Any, client: Any, settings: Settings) -> None:
+    staff, clerk = await as_user("staff"), await as_user("clerk_t1")
+    case = await open_case(staff)
+    resp = await staff.post(f"/api/v1/cases/{case['id']}/sessions", json={"kind": "call"})
+    session_id = int((await resp.json())["id"])
+    base = f"http://127.0.0.1:{client.server.port}"
+    a, b = Caller(base, staff.token, tag=1), Caller(base, clerk.token, tag=2)
+    try:
+        await a.connect()
+        await b.connect()
+        ack_a = await a.join(session_id)
+        ack_b = await b.join(session_id)
+        assert ack_a["session"]["recording"] is True and ack_b["session"]["recording"] is True
+        await until(lambda: any(e == "recording.state" for e, _ in a.events), 5, "recording.state")
+        assert next(d for e, d in a.events if e == "recording.state") == {"session_id": session_id, "recording": True}
+        assert a.media and b.media
+        await until(lambda: len(b.media.from_tag(1)) >= 40 and len(a.media.from_tag(2)) >= 40, 20, "3 s of video")
+        resp = await clerk.post(f"/api/v1/sessions/{session_id}/end")
+        assert resp.status == 200, await resp.text()
+        await until(lambda: any(e == "session.ended" for e, _ in a.events), 10, "session.ended")
+    finally:
+        await a.close()
+        await b.close()
+
+    spool = settings.resolved_spool_dir() / f"session-{session_id}"
+
+    async def stopped() -> bool:
+        audit = await (await staff.get(f"/api/v1/cases/{case['id']}/audit")).json()
+        return any(e["action"] == "recording.stopped" for e in audit["entries"])
+
+    for _ in range(100):
+        if await stopped():
+            break
+        await asyncio.sleep(0.1)
+    audit = await (await staff.get(f"/api/v1/cases/{case['id']}/audit")).json()
+    actions = [e["action"] for e in audit["entries"]]
+    assert "recording.started" in actions and "recording.stopped" in actions
+    assert audit["verified"] is True
+    stop = next(e for e in audit["entries"] if e["action"] == "recording.stopped")
+    assert {(t["participant_id"], t["label"]) for t in stop["details"]["tracks"]} == {
+        (p, label) for p in (a.participant_id, b.participant_id) for label in ("audio", "camera")
+    }
+    for participant in (a.participant_id, b.participant_id):
+        tracks = participant_tracks(spool / participant)
+        assert sorted(m.label for _, m in tracks) == ["audio", "camera"]
+        for folder, m in tracks:
+            assert m.ended and len(m.segments) >= 2
+            verify_segments(folder, m)
+        joined = join_tracks(tracks, Path(spool / f"{participant}.webm"))
+        with av.open(str(joined.path)) as c:
+            assert {s.type for s in c.streams} == {"audio", "video"}
+            assert sum(1 for _ in c.decode(video=0)) >= 30
