@@ -72,6 +72,7 @@ class Services:
 
 SERVICES = web.AppKey("services", Services)
 QUEUE_SCANNER = web.AppKey("queue_scanner", asyncio.Task[None])
+RECORDING_UPLOADER = web.AppKey("recording_uploader", asyncio.Task[None])
 
 ROUTE_MODULES: tuple[Api, ...] = (
     auth_api.api,
@@ -110,7 +111,15 @@ def build_services(
     documents = DocumentService(db=db, store=store, cases=cases, clock=clock, global_max_size=settings.upload.max_size)
     sessions = SessionService(clock=clock, cases=cases)
     realtime = RealtimeApplication(db=db, auth=auth, sessions=sessions)
-    recordings = SessionRecordings(db=db, clock=clock, settings=settings.recording, spool=settings.resolved_spool_dir())
+    metrics = Metrics()
+    recordings = SessionRecordings(
+        db=db,
+        clock=clock,
+        settings=settings.recording,
+        spool=settings.resolved_spool_dir(),
+        store=store,
+        metrics=metrics,
+    )
     sig = settings.signalling
     signalling = SignallingServer(
         authenticator=realtime,
@@ -163,7 +172,7 @@ def build_services(
         documents,
         sessions,
         signalling,
-        Metrics(),
+        metrics,
         appointments,
         queue,
         recordings,
@@ -267,6 +276,7 @@ def create_app(
             await services.store.ensure_bucket()
         if services.queue.settings.scan_interval > 0:
             _app[QUEUE_SCANNER] = asyncio.create_task(services.queue.run_scanner(), name="queue-scanner")
+        _app[RECORDING_UPLOADER] = asyncio.create_task(services.recordings.run_uploads(), name="recording-uploader")
 
     async def on_shutdown(_app: web.Application) -> None:
         scanner = _app.get(QUEUE_SCANNER)
@@ -276,6 +286,14 @@ def create_app(
         await services.queue.close()
         await services.signalling.close()
         await services.recordings.close()
+        uploader = _app.get(RECORDING_UPLOADER)
+        if uploader is not None:
+            uploader.cancel()
+            await asyncio.gather(uploader, return_exceptions=True)
+            try:  # what the closed rooms just finished, if the store answers quickly
+                await asyncio.wait_for(services.recordings.upload_pass(), 10)
+            except Exception:
+                log.warning("recording uploads left in the spool for the next start", exc_info=True)
 
     async def on_cleanup(_app: web.Application) -> None:
         await services.store.close()

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from signalling.metrics import PeerFigures, SessionFigures, media_snapshot
@@ -44,6 +44,25 @@ class Metrics:
         )
         self.upload_bytes = Counter(
             "cloudwindow_document_upload_bytes_total", "Bytes of stored documents", registry=self.registry
+        )
+        self.recording_uploads = Counter(
+            "cloudwindow_recording_segments_uploaded_total",
+            "Recording segments (and finished manifests) uploaded and verified",
+            registry=self.registry,
+        )
+        self.recording_upload_failures = Counter(
+            "cloudwindow_recording_upload_failures_total", "Failed recording uploads (retried)", registry=self.registry
+        )
+        self.recording_pending = Gauge(
+            "cloudwindow_recording_segments_pending", "Closed segments not yet uploaded", registry=self.registry
+        )
+        self.recording_spool_bytes = Gauge(
+            "cloudwindow_recording_spool_bytes", "Bytes in the local recording spool", registry=self.registry
+        )
+        self.recording_space_alert = Gauge(
+            "cloudwindow_recording_space_alert",
+            "1 while the recording spool is over its bound or its disk is short of free space",
+            registry=self.registry,
         )
         self.media = MediaCollector()
         self.registry.register(self.media)

@@ -57,6 +57,16 @@ class RecordingSettings(BaseModel):
     spool_dir: Path = Path("recordings")
     #: Frames one track may have queued for its writer before the recorder drops to the next keyframe.
     max_queue: int = Field(default=600, ge=10, le=100_000)
+    #: Seconds between passes of the uploader (closed segments → object store, verified).
+    upload_interval: float = Field(default=1.0, gt=0, le=3600)
+    #: First retry delay after a failed upload; doubles per failure up to ``upload_retry_max``.
+    upload_retry_base: float = Field(default=0.5, gt=0)
+    upload_retry_max: float = Field(default=60.0, gt=0)
+    #: The spool's bound: above it an alert is raised (logged at ERROR, metric ``cloudwindow_recording_space_alert``);
+    #: nothing is deleted to make room. 0: no bound.
+    spool_max_bytes: int = Field(default=20 * 1024**3, ge=0)
+    #: Free space the spool's disk should keep; below it the same alert. 0: not checked.
+    min_free_bytes: int = Field(default=1024**3, ge=0)
 
 
 class ObjectStoreSettings(BaseModel):

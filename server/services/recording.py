@@ -6,7 +6,9 @@ into segment files under ``recording.spool_dir/session-<id>/`` (see
 ``recordings/``); the case audit gets ``recording.started``.  When the
 room closes, the recorder closes its last segments and the audit gets
 ``recording.stopped`` with what was recorded (tracks, segments, seconds,
-dropped frames).
+dropped frames).  In the background, :class:`recordings.upload.SpoolUploader`
+moves closed segments to the object store (verified, retried, resumed at
+start-up) and reports the spool's size and free space as metrics and alerts.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from recordings.recorder import SessionRecorder
+from recordings.upload import SegmentStore, SpaceReport, SpoolUploader
 from server.clock import Clock
+from server.metrics import Metrics
 from server.services import audit
 from server.settings import RecordingSettings
 from server.storage.database import Database
@@ -33,13 +37,63 @@ RECORDED_KINDS = frozenset({"call", "consultation", "inspection"})
 class SessionRecordings:
     """See the module docstring."""
 
-    def __init__(self, *, db: Database, clock: Clock, settings: RecordingSettings, spool: Path) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        clock: Clock,
+        settings: RecordingSettings,
+        spool: Path,
+        store: SegmentStore,
+        metrics: Metrics,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.settings = settings
         self.spool = spool
+        self.metrics = metrics
         self.recorders: dict[int, SessionRecorder] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.uploader = SpoolUploader(
+            spool,
+            store,
+            prefix="recordings",
+            retry_base=settings.upload_retry_base,
+            retry_max=settings.upload_retry_max,
+            interval=settings.upload_interval,
+            spool_max_bytes=settings.spool_max_bytes,
+            min_free_bytes=settings.min_free_bytes,
+            on_alert=self._space_alert,
+        )
+        self._counted = (0, 0)
+
+    async def upload_pass(self) -> None:
+        """One uploader pass (the background task runs these every ``upload_interval``); updates the metrics."""
+        stats = await self.uploader.upload_pending()
+        uploaded, failures = self._counted
+        self.metrics.recording_uploads.inc(stats.uploaded - uploaded)
+        self.metrics.recording_upload_failures.inc(stats.failures - failures)
+        self._counted = (stats.uploaded, stats.failures)
+        self.metrics.recording_pending.set(stats.pending)
+        space = self.uploader.space
+        if space is not None:
+            self.metrics.recording_spool_bytes.set(space.spool_bytes)
+            self.metrics.recording_space_alert.set(1 if space.problems else 0)
+
+    async def run_uploads(self) -> None:
+        """Resume and keep uploading whatever the spool holds, until cancelled."""
+        while True:
+            try:
+                await self.upload_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recording upload pass failed")
+            await asyncio.sleep(self.settings.upload_interval)
+
+    def _space_alert(self, report: SpaceReport) -> None:
+        for problem in report.problems:
+            log.error("recording spool alert: %s", problem)
 
     def folder(self, session_id: int) -> Path:
         return self.spool / f"session-{session_id}"

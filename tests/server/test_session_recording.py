@@ -16,6 +16,8 @@ import av
 import pytest
 
 from recordings.join import join_tracks, participant_tracks, verify_segments
+from recordings.segments import TrackManifest
+from server.app import SERVICES
 from server.settings import RecordingSettings, Settings
 from tests.media_harness import Caller, until
 from tests.server.api.conftest import open_case
@@ -69,6 +71,20 @@ async def test_case_session_is_recorded_and_audited(as_user: Any, client: Any, s
     assert {(t["participant_id"], t["label"]) for t in stop["details"]["tracks"]} == {
         (p, label) for p in (a.participant_id, b.participant_id) for label in ("audio", "camera")
     }
+    # The uploader moves every closed segment (and the finished manifests) to the object store, verified.
+    store = client.app[SERVICES].store
+    uploader = client.app[SERVICES].recordings.uploader
+
+    def all_uploaded() -> bool:
+        folders = uploader.track_folders()
+        return len(folders) == 4 and all("manifest.json" in uploader.uploaded(f) for f in folders)
+
+    await until(all_uploaded, 15, "segments uploaded")
+    for folder in uploader.track_folders():
+        for seg in TrackManifest.load(folder).segments:
+            stored = await store.stat(uploader.key_for(folder / seg.file))
+            assert (stored.size, stored.sha256) == (seg.size, seg.sha256)
+
     for participant in (a.participant_id, b.participant_id):
         tracks = participant_tracks(spool / participant)
         assert sorted(m.label for _, m in tracks) == ["audio", "camera"]
