@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -38,66 +35,11 @@ from server.app import Services
 from server.settings import Settings
 from server.storage.models import Alert, Ticket
 from tests.server.queue.conftest import seed_tickets
+from tests.server_process import Server, free_port
 
-BIN = Path(sys.executable).parent
 TICKETS = 1000
 #: Alert times spread over this many seconds, starting this long after seeding (the first process is up by then).
 SPREAD, LEAD = 6.0, 3.0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """``cloudwindow serve`` on a fixed port; ``kill()`` is SIGKILL, ``start()`` a fresh process."""
-
-    def __init__(self, env: dict[str, str], port: int, logs: Path) -> None:
-        self.env, self.port, self.logs = env, port, logs
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    async def start(self) -> None:
-        self.starts += 1
-        log = open(self.logs / f"server{self.starts}.log", "wb")  # noqa: ASYNC230 - handed to the child
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - starting, not waiting
-            [str(BIN / "cloudwindow"), "serve", "--port", str(self.port)], env=self.env, stdout=log, stderr=log
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as http:
-            while True:
-                try:
-                    async with http.get(f"{self.url}/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise AssertionError(f"server did not start: {self.log_text()}")
-                await asyncio.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(self.logs.glob("server*.log")))
 
 
 @pytest.fixture
@@ -119,7 +61,7 @@ async def server(settings: Settings, tmp_path: Path) -> AsyncIterator[Server]:
     }
     env.pop("CLOUDWINDOW_CONFIG", None)
     (tmp_path / "logs").mkdir()
-    srv = Server(env, _free_port(), tmp_path / "logs")
+    srv = Server(env, free_port(), tmp_path / "logs")
     try:
         yield srv
     finally:
