@@ -21,6 +21,7 @@ from server.api import documents as documents_api
 from server.api import matters as matters_api
 from server.api import orgs as orgs_api
 from server.api import queue as queue_api
+from server.api import recordings as recordings_api
 from server.api import sessions as sessions_api
 from server.api.health import health_routes
 from server.api.routing import PRINCIPAL, REQUEST_ID, Api, validation_details
@@ -73,6 +74,7 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 QUEUE_SCANNER = web.AppKey("queue_scanner", asyncio.Task[None])
 RECORDING_UPLOADER = web.AppKey("recording_uploader", asyncio.Task[None])
+RECORDING_JOBS = web.AppKey("recording_jobs", asyncio.Task[None])
 
 ROUTE_MODULES: tuple[Api, ...] = (
     auth_api.api,
@@ -82,6 +84,7 @@ ROUTE_MODULES: tuple[Api, ...] = (
     documents_api.api,
     sessions_api.api,
     queue_api.api,
+    recordings_api.api,
 )
 
 
@@ -277,6 +280,7 @@ def create_app(
         if services.queue.settings.scan_interval > 0:
             _app[QUEUE_SCANNER] = asyncio.create_task(services.queue.run_scanner(), name="queue-scanner")
         _app[RECORDING_UPLOADER] = asyncio.create_task(services.recordings.run_uploads(), name="recording-uploader")
+        _app[RECORDING_JOBS] = asyncio.create_task(services.recordings.run_jobs(), name="recording-jobs")
 
     async def on_shutdown(_app: web.Application) -> None:
         scanner = _app.get(QUEUE_SCANNER)
@@ -285,6 +289,10 @@ def create_app(
             await asyncio.gather(scanner, return_exceptions=True)
         await services.queue.close()
         await services.signalling.close()
+        jobs = _app.get(RECORDING_JOBS)
+        if jobs is not None:
+            jobs.cancel()
+            await asyncio.gather(jobs, return_exceptions=True)
         await services.recordings.close()
         uploader = _app.get(RECORDING_UPLOADER)
         if uploader is not None:

@@ -67,6 +67,10 @@ class RecordingSettings(BaseModel):
     spool_max_bytes: int = Field(default=20 * 1024**3, ge=0)
     #: Free space the spool's disk should keep; below it the same alert. 0: not checked.
     min_free_bytes: int = Field(default=1024**3, ge=0)
+    #: Seconds between looks for post-session jobs (sessions ended: join each participant's segments and store them).
+    job_interval: float = Field(default=2.0, gt=0, le=3600)
+    #: Tries of a post-session job before it is marked failed (30 s, 60 s, ... between tries).
+    job_attempts: int = Field(default=5, ge=1, le=100)
 
 
 class ObjectStoreSettings(BaseModel):

@@ -14,17 +14,25 @@ start-up) and reports the spool's size and free space as metrics and alerts.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from recordings.join import join_tracks, participant_tracks
 from recordings.recorder import SessionRecorder
-from recordings.upload import SegmentStore, SpaceReport, SpoolUploader
+from recordings.upload import SpaceReport, SpoolUploader
 from server.clock import Clock
 from server.metrics import Metrics
+from server.objectstore import ObjectStore
 from server.services import audit
 from server.settings import RecordingSettings
 from server.storage.database import Database
+from server.storage.models import CaseAuditEntry, MediaSession, Recording, RecordingJob
 from signalling.application import SessionInfo
 from signalling.sfu import MediaRoom
 
@@ -44,7 +52,7 @@ class SessionRecordings:
         clock: Clock,
         settings: RecordingSettings,
         spool: Path,
-        store: SegmentStore,
+        store: ObjectStore,
         metrics: Metrics,
     ) -> None:
         self.db = db
@@ -52,6 +60,7 @@ class SessionRecordings:
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
+        self.store = store
         self.recorders: dict[int, SessionRecorder] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.uploader = SpoolUploader(
@@ -110,8 +119,27 @@ class SessionRecordings:
         recorder.attach(room)
         self.recorders[info.session_id] = recorder
         details = {"session_id": info.session_id, "segment_seconds": self.settings.segment_seconds}
-        self._background(self._audit(info, "recording.started", details))
+        self._background(self._started(info, details))
         return True
+
+    async def _started(self, info: SessionInfo, details: dict[str, Any]) -> None:
+        """Audit the start and create the session's durable post-session job (once per session)."""
+        try:
+            async with self.db.transaction() as s:
+                await audit.append(s, self.clock, info.case_id, None, "recording.started", details)
+                exists = await s.scalar(select(RecordingJob.id).where(RecordingJob.session_id == info.session_id))
+                if exists is None:
+                    s.add(
+                        RecordingJob(
+                            session_id=info.session_id,
+                            case_id=info.case_id,
+                            state="pending",
+                            attempts=0,
+                            created_at=self.clock.now(),
+                        )
+                    )
+        except Exception:
+            log.exception("session %s: could not record the start of its recording", info.session_id)
 
     async def room_closed(self, info: SessionInfo) -> None:
         recorder = self.recorders.pop(info.session_id, None)
@@ -148,3 +176,140 @@ class SessionRecordings:
                 await audit.append(s, self.clock, info.case_id, None, action, details)
         except Exception:
             log.exception("session %s: could not audit %s", info.session_id, action)
+
+    # -- the post-session job -----------------------------------------------------------------------------------
+
+    async def run_jobs(self) -> None:
+        """Run due post-session jobs every ``job_interval`` seconds until cancelled."""
+        while True:
+            try:
+                await self.jobs_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recording jobs pass failed")
+            await asyncio.sleep(self.settings.job_interval)
+
+    async def jobs_pass(self) -> int:
+        """Run every pending job whose session has ended and whose spool is on this process; returns how many ran."""
+        now = self.clock.now()
+        async with self.db.transaction() as s:
+            stmt = (
+                select(RecordingJob.id, RecordingJob.session_id)
+                .join(MediaSession, MediaSession.id == RecordingJob.session_id)
+                .where(RecordingJob.state == "pending", MediaSession.state == "ended")
+                .where((RecordingJob.not_before.is_(None)) | (RecordingJob.not_before <= now))
+                .order_by(RecordingJob.id)
+            )
+            due = (await s.execute(stmt)).all()
+        ran = 0
+        for job_id, session_id in due:
+            if session_id in self.recorders or not self.folder(session_id).is_dir():
+                continue  # still recording here, or recorded by another process (its spool is there)
+            await self._run_job(job_id, session_id)
+            ran += 1
+        return ran
+
+    async def _run_job(self, job_id: int, session_id: int) -> None:
+        try:
+            saved = await self._join_and_store(session_id)
+        except Exception as exc:
+            log.exception("recording job of session %s failed", session_id)
+            async with self.db.transaction() as s:
+                job = await s.get(RecordingJob, job_id, with_for_update=True)
+                assert job is not None
+                job.attempts += 1
+                job.error = str(exc)[:2000]
+                if job.attempts >= self.settings.job_attempts:
+                    job.state, job.finished_at = "failed", self.clock.now()
+                else:
+                    job.not_before = self.clock.now() + timedelta(seconds=30 * 2 ** (job.attempts - 1))
+            return
+        async with self.db.transaction() as s:
+            job = await s.get(RecordingJob, job_id, with_for_update=True)
+            assert job is not None
+            job.state, job.finished_at, job.error = "done", self.clock.now(), None
+            job.attempts += 1
+            await audit.append(
+                s, self.clock, job.case_id, None, "recording.job_done", {"session_id": session_id, "files": saved}
+            )
+
+    async def _names(self, session_id: int, case_id: int) -> dict[str, str]:
+        """participant id -> display name, from the case audit's ``session.joined`` entries."""
+        async with self.db.transaction() as s:
+            rows = await s.execute(
+                select(CaseAuditEntry.actor_name, CaseAuditEntry.details).where(
+                    CaseAuditEntry.case_id == case_id, CaseAuditEntry.action == "session.joined"
+                )
+            )
+            return {
+                str(d.get("participant_id")): name
+                for name, d in rows.all()
+                if isinstance(d, dict) and d.get("session_id") == session_id
+            }
+
+    async def _join_and_store(self, session_id: int) -> list[dict[str, Any]]:
+        async with self.db.transaction() as s:
+            session = await s.get(MediaSession, session_id)
+            assert session is not None
+            case_id = session.case_id
+        names = await self._names(session_id, case_id)
+        folder = self.folder(session_id)
+        out_dir = folder / "out"
+        out_dir.mkdir(exist_ok=True)
+        saved: list[dict[str, Any]] = []
+        for participant in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "out"):
+            tracks = participant_tracks(participant)
+            groups = {
+                "participant": [t for t in tracks if t[1].label in ("audio", "camera") and t[1].segments],
+                "screen": [t for t in tracks if t[1].label == "screen" and t[1].segments],
+            }
+            for kind, group in groups.items():
+                if not group:
+                    continue
+                name = f"{participant.name}{'-screen' if kind == 'screen' else ''}"
+                key = f"recordings/session-{session_id}/{name}.webm"
+                async with self.db.transaction() as s:
+                    if await s.scalar(select(Recording.id).where(Recording.object_key == key)) is not None:
+                        continue  # stored by an earlier attempt
+                result = await asyncio.to_thread(join_tracks, group, out_dir / f"{name}.webm")
+                digest = await asyncio.to_thread(_sha256, result.path)
+                size = result.path.stat().st_size
+                stored = await self.store.put(
+                    key, _chunks(result.path), content_type="video/webm", max_size=size, expected_sha256=digest
+                )
+                async with self.db.transaction() as s:
+                    row = Recording(
+                        case_id=case_id,
+                        session_id=session_id,
+                        kind=kind,
+                        participant_id=participant.name,
+                        participant_display_name=names.get(participant.name),
+                        content_type="video/webm",
+                        duration_s=round(result.duration, 3),
+                        size=stored.size,
+                        sha256=stored.sha256,
+                        object_key=key,
+                        created_at=self.clock.now(),
+                    )
+                    s.add(row)
+                    await s.flush()
+                    entry = {"recording_id": row.id, "kind": kind, "participant_id": participant.name}
+                    entry |= {"duration_s": row.duration_s, "size": row.size, "sha256": row.sha256}
+                    await audit.append(s, self.clock, case_id, None, "recording.saved", entry)
+                saved.append(entry)
+        return saved
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, 256 * 1024):
+            yield chunk

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -194,6 +195,8 @@ class Case(Base):
     updated_at: Mapped[datetime]
     submitted_at: Mapped[datetime | None]
     due_at: Mapped[datetime | None]
+    #: A legal hold (法律保全) keeps the case's recordings past their retention period.
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy reads it as is
@@ -250,6 +253,43 @@ class MediaSession(Base):
     created_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
     end_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class Recording(Base):
+    """A finished recording in the case file: one participant's joined file, or the session composite."""
+
+    __tablename__ = "recordings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("media_sessions.id"), index=True)
+    #: ``participant`` or ``composite``.
+    kind: Mapped[str] = mapped_column(String(16))
+    participant_id: Mapped[str | None] = mapped_column(String(64))
+    participant_display_name: Mapped[str | None] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(100))
+    duration_s: Mapped[float] = mapped_column(Float)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    object_key: Mapped[str] = mapped_column(String(512), unique=True)
+    created_at: Mapped[datetime]
+
+
+class RecordingJob(Base):
+    """The durable post-session job of a recorded session: join each participant's segments, store the results."""
+
+    __tablename__ = "recording_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("media_sessions.id"), unique=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    #: ``pending`` (waits for the session to end), ``done`` or ``failed`` (after ``attempts`` tries).
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
 
 
 class ChatMessage(Base):

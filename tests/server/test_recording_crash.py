@@ -7,6 +7,7 @@ SIGKILL while they talk, then started again on the same data folder.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -42,6 +43,7 @@ def crash_env(tmp_path: Path) -> dict[str, str]:
         "CLOUDWINDOW_WEB_CLIENT_DIST": str(tmp_path / "none"),
         "CLOUDWINDOW_RECORDING__SEGMENT_SECONDS": str(SEGMENT),
         "CLOUDWINDOW_RECORDING__UPLOAD_INTERVAL": "0.2",
+        "CLOUDWINDOW_RECORDING__JOB_INTERVAL": "0.2",
     }
     env.pop("CLOUDWINDOW_CONFIG", None)
     for args in (["db", "upgrade"], ["demo", "load", "--password", PASSWORD]):
@@ -123,3 +125,19 @@ async def test_sigkill_mid_recording_then_restart(server: Server, tmp_path: Path
             stored = await store.stat(key)
             assert (stored.size, stored.sha256) == (seg.size, seg.sha256)
     await store.close()
+
+    # The session is ended after the restart: its durable post-session job joins what survived into the case file.
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {clerk}"}) as http:
+        async with http.post(f"{server.url}/api/v1/sessions/{session_id}/end") as resp:
+            assert resp.status == 200, await resp.text()
+        deadline = time.monotonic() + 30
+        while True:
+            async with http.get(f"{server.url}/api/v1/cases/{case_id}/recordings") as resp:
+                items = (await resp.json())["items"]
+            if len(items) == 2 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    assert sorted(r["kind"] for r in items) == ["participant", "participant"], server.log_text()
+    for r in items:
+        covered = max(m.segments[-1].end for m in closed.values()) - min(m.segments[0].start for m in closed.values())
+        assert covered - 1.5 <= r["duration_s"] <= covered + 0.5

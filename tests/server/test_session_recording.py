@@ -9,6 +9,7 @@ holds; a participant's segments join into one playable file.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,14 @@ from tests.server.api.conftest import open_case
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"recording": RecordingSettings(segment_seconds=1.0)})
+    return settings.model_copy(update={"recording": RecordingSettings(segment_seconds=1.0, job_interval=0.2)})
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_case_session_is_recorded_and_audited(as_user: Any, client: Any, settings: Settings) -> None:
     staff, clerk = await as_user("staff"), await as_user("clerk_t1")
+    staff_name = (await (await staff.get("/api/v1/me")).json())["display_name"]
+    clerk_name = (await (await clerk.get("/api/v1/me")).json())["display_name"]
     case = await open_case(staff)
     resp = await staff.post(f"/api/v1/cases/{case['id']}/sessions", json={"kind": "call"})
     session_id = int((await resp.json())["id"])
@@ -95,3 +98,44 @@ async def test_case_session_is_recorded_and_audited(as_user: Any, client: Any, s
         with av.open(str(joined.path)) as c:
             assert {s.type for s in c.streams} == {"audio", "video"}
             assert sum(1 for _ in c.decode(video=0)) >= 30
+
+    # The post-session job joined each participant's segments and put the files in the case file.
+    async def listed() -> list[dict[str, Any]]:
+        return list((await (await staff.get(f"/api/v1/cases/{case['id']}/recordings")).json())["items"])
+
+    for _ in range(150):
+        if len(await listed()) == 2:
+            break
+        await asyncio.sleep(0.1)
+    items = await listed()
+    assert {r["kind"] for r in items} == {"participant"} and len(items) == 2
+    names = {r["participant_display_name"] for r in items}
+    assert names == {staff_name, clerk_name}
+    audit = await (await staff.get(f"/api/v1/cases/{case['id']}/audit")).json()
+    assert [e["action"] for e in audit["entries"]].count("recording.saved") == 2 and audit["verified"]
+
+    # Playback: a signed URL, served with Range; the bytes are the recorded file; PyAV plays it.
+    rec = items[0]
+    signed = await (await clerk.get(f"/api/v1/cases/{case['id']}/recordings/{rec['id']}/url")).json()
+    resp = await client.get(signed["url"])
+    assert resp.status == 200 and resp.headers["Content-Type"] == "video/webm"
+    body = await resp.read()
+    assert len(body) == rec["size"] and hashlib.sha256(body).hexdigest() == rec["sha256"]
+    part = await client.get(signed["url"], headers={"Range": "bytes=0-99"})
+    assert part.status == 206 and len(await part.read()) == 100
+    played = Path(settings.data_dir) / "played.webm"
+    played.write_bytes(body)
+    with av.open(str(played)) as c:
+        assert abs(float(c.duration or 0) / 1e6 - rec["duration_s"]) <= 0.5
+        assert sum(1 for _ in c.decode(video=0)) >= 30
+
+    # Tampered and foreign: refused.
+    tampered = signed["url"][:-1] + ("0" if signed["url"][-1] != "0" else "1")
+    assert (await client.get(tampered)).status == 403
+    other = await as_user("staff3")  # another village, another town
+    for path in (f"/api/v1/cases/{case['id']}/recordings", f"/api/v1/cases/{case['id']}/recordings/{rec['id']}/url"):
+        refused = await other.get(path)
+        assert refused.status == 404, await refused.text()
+    wrong_case = await open_case(staff)
+    refused = await staff.get(f"/api/v1/cases/{wrong_case['id']}/recordings/{rec['id']}/url")
+    assert (await refused.json())["code"] == "recording_not_found"
