@@ -79,7 +79,6 @@ async def recording_url(call: Call) -> SignedUrlOut:
         row = await s.get(Recording, call.path_int("recording_id"))
         if row is None or row.case_id != case_id:
             raise NotFound("no such recording", code="recording_not_found")
-        await audit.append(s, sv.clock, case_id, call.me, "recording.url", {"recording_id": row.id})
     ttl = sv.settings.object_store.signed_url_ttl
     name = f"case-{case_id}-session-{row.session_id}-{row.kind}-{row.id}.webm"
     url = await sv.store.signed_url(row.object_key, expires_in=ttl, filename=name)

@@ -44,7 +44,8 @@ The operations of each row:
 * case transition: clerk ``submitted → accepted`` (on a submitted case);
   everyone else the staff move ``draft → cancelled``;
 * document read: the list, one document's metadata, its content and its
-  signed URL;
+  signed URL; and the case's session recordings: their list, and a signed
+  URL to play one (fetched: the bytes must be the recording's);
 * document write: upload a PNG, and delete one of the existing documents;
 * document transition: the move that acts on the materials: for the clerk
   ``submitted → rejected`` with a reason about the materials; for everyone
@@ -68,18 +69,20 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from sqlalchemy import select
 
 from server.app import SERVICES
 from server.services import audit
 from server.storage.cases import CaseRepository
 from server.storage.database import Database
-from server.storage.models import Case
+from server.storage.models import Case, MediaSession, Recording
 from server.storage.users import InviteRepository
 from tests.conftest import DEMO_PASSWORD, Session, login
 from tests.server.api.conftest import CASE_BODY, ID_NUMBER, form, open_case, png_bytes
@@ -353,10 +356,47 @@ async def prepare_case(world: World, unit: str, centre: str, state: str, *, mate
     for item in REQUIRED_ITEMS if materials or state != "draft" else ():
         resp = await root.post(f"/api/v1/cases/{cid}/documents?item={item}", data=form(PNG))
         assert resp.status == 201, await resp.text()
+    if materials:
+        await add_recording(world, cid)
     if state == "submitted":
         resp = await root.post(f"/api/v1/cases/{cid}/transitions", json={"to": "submitted"})
         assert resp.status == 200, await resp.text()
     return cid
+
+
+#: The bytes of every prepared recording (a stand-in file: playback authorisation does not depend on its content).
+RECORDING = b"\x1aE\xdf\xa3" + bytes(range(256)) * 8
+
+
+async def add_recording(world: World, cid: int) -> None:
+    """An ended session of the case with one finished recording, as the post-session job leaves them."""
+    services = world.client.app[SERVICES]
+    now = services.clock.now()
+    async with world.db.transaction() as s:
+        session = MediaSession(case_id=cid, kind="call", state="ended", created_at=now, ended_at=now)
+        s.add(session)
+        await s.flush()
+        key = f"recordings/session-{session.id}/p1.webm"
+
+        async def body() -> AsyncIterator[bytes]:
+            yield RECORDING
+
+        stored = await services.store.put(key, body(), content_type="video/webm")
+        s.add(
+            Recording(
+                case_id=cid,
+                session_id=session.id,
+                kind="participant",
+                participant_id="p1",
+                participant_display_name="测试",
+                content_type="video/webm",
+                duration_s=1.0,
+                size=stored.size,
+                sha256=stored.sha256,
+                object_key=key,
+                created_at=now,
+            )
+        )
 
 
 async def invite_guest(world: World, cid: int) -> Session:
@@ -389,10 +429,11 @@ async def snapshot(world: World, cid: int) -> dict[str, Any]:
             "audit_entries": len(entries),
             "audit_verified": audit.verify_entries(cid, entries).ok,
             "invites": [i.id for i in await InviteRepository(s).for_case(cid)],
+            "recordings": list((await s.execute(select(Recording.id).where(Recording.case_id == cid))).scalars()),
         }
 
 
-async def perform(actor: Session, row: Row, cid: int, doc_id: int) -> list[Reply]:
+async def perform(actor: Session, row: Row, cid: int, doc_id: int, rec_id: int) -> list[Reply]:
     """The requests of one row, in order."""
     role, _, obj, action = row
     base = f"/api/v1/cases/{cid}"
@@ -417,6 +458,8 @@ async def perform(actor: Session, row: Row, cid: int, doc_id: int) -> list[Reply
             await call(actor, "document metadata", 200, "GET", doc),
             await call(actor, "document content", 200, "GET", f"{doc}/content"),
             await call(actor, "document url", 200, "GET", f"{doc}/url"),
+            await call(actor, "list recordings", 200, "GET", f"{base}/recordings"),
+            await call(actor, "recording url", 200, "GET", f"{base}/recordings/{rec_id}/url"),
         ]
     assert (obj, action) == ("document", "write")
     return [
@@ -425,7 +468,9 @@ async def perform(actor: Session, row: Row, cid: int, doc_id: int) -> list[Reply
     ]
 
 
-def check_allowed(row: Row, replies: list[Reply], before: dict[str, Any], after: dict[str, Any], cid: int) -> None:
+async def check_allowed(
+    row: Row, replies: list[Reply], before: dict[str, Any], after: dict[str, Any], cid: int, world_client: Client
+) -> None:
     role, relation, obj, action = row
     for r in replies:
         assert r.status == r.ok, f"allowed, but {r}"
@@ -453,6 +498,9 @@ def check_allowed(row: Row, replies: list[Reply], before: dict[str, Any], after:
         assert replies[1].json()["sha256"]
         assert replies[2].body == PNG
         assert replies[3].json()["url"]
+        assert [r["id"] for r in replies[4].json()["items"]] == before["recordings"]
+        signed = await world_client.get(replies[5].json()["url"])
+        assert signed.status == 200 and await signed.read() == RECORDING
         assert after == before
     else:
         new_id, deleted = replies[0].json()["id"], before["documents"][0]
@@ -488,10 +536,11 @@ async def run_row(world: World, actor: Session | None, row: Row) -> Session:
             own = await prepare_case(world, *TARGETS[role]["own"], state="draft", materials=False)
         actor = await invite_guest(world, own)
     before = await snapshot(world, cid)
-    replies = await perform(actor, row, cid, before["documents"][0] if before["documents"] else 0)
+    first = {k: before[k][0] if before[k] else 0 for k in ("documents", "recordings")}
+    replies = await perform(actor, row, cid, first["documents"], first["recordings"])
     after = await snapshot(world, cid)
     if EXPECTED[row]:
-        check_allowed(row, replies, before, after, cid)
+        await check_allowed(row, replies, before, after, cid, world.client)
     else:
         check_denied(row, replies, before, after)
     return actor
