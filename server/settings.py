@@ -71,6 +71,8 @@ class RecordingSettings(BaseModel):
     job_interval: float = Field(default=2.0, gt=0, le=3600)
     #: Tries of a post-session job before it is marked failed (30 s, 60 s, ... between tries).
     job_attempts: int = Field(default=5, ge=1, le=100)
+    #: Seconds between retention purges (recordings past their matter's ``retention_days``, cases not on hold).
+    purge_interval: float = Field(default=3600.0, gt=0)
 
 
 class ObjectStoreSettings(BaseModel):

@@ -32,7 +32,7 @@ from server.objectstore import ObjectStore
 from server.services import audit
 from server.settings import RecordingSettings
 from server.storage.database import Database
-from server.storage.models import CaseAuditEntry, MediaSession, Recording, RecordingJob
+from server.storage.models import Case, CaseAuditEntry, Matter, MediaSession, Recording, RecordingJob
 from signalling.application import SessionInfo
 from signalling.sfu import MediaRoom
 
@@ -180,15 +180,71 @@ class SessionRecordings:
     # -- the post-session job -----------------------------------------------------------------------------------
 
     async def run_jobs(self) -> None:
-        """Run due post-session jobs every ``job_interval`` seconds until cancelled."""
+        """Run due post-session jobs every ``job_interval`` seconds, and the purge every ``purge_interval``."""
+        next_purge = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.jobs_pass()
+                if loop.time() >= next_purge:
+                    next_purge = loop.time() + self.settings.purge_interval
+                    await self.purge_pass()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("recording jobs pass failed")
             await asyncio.sleep(self.settings.job_interval)
+
+    # -- retention -----------------------------------------------------------------------------------------------
+
+    async def purge_pass(self, batch: int = 500) -> list[int]:
+        """Delete recordings past their matter's ``retention_days`` unless their case is on legal hold.
+
+        Each deletion removes the object, the row, and (once a session has no
+        recording left) the session's raw segments in the store; each is
+        logged and audited (``recording.purged``).  Returns the ids deleted.
+        """
+        now = self.clock.now()
+        async with self.db.transaction() as s:
+            rows = (
+                await s.execute(
+                    select(Recording.id, Recording.created_at, Matter.retention_days)
+                    .join(Case, Case.id == Recording.case_id)
+                    .join(Matter, Matter.id == Case.matter_id)
+                    .where(Case.legal_hold.is_(False))
+                    .order_by(Recording.created_at)
+                    .limit(batch)
+                )
+            ).all()
+        expired = [rid for rid, created, days in rows if created + timedelta(days=days) <= now]
+        purged: list[int] = []
+        for rid in expired:
+            async with self.db.transaction() as s:
+                row = await s.get(Recording, rid, with_for_update=True)
+                if row is None:
+                    continue
+                case = await s.get(Case, row.case_id)
+                if case is None or case.legal_hold:
+                    continue  # a hold set meanwhile wins
+                await self.store.delete(row.object_key)
+                details = {
+                    "recording_id": row.id,
+                    "session_id": row.session_id,
+                    "kind": row.kind,
+                    "object_key": row.object_key,
+                    "sha256": row.sha256,
+                    "created_at": row.created_at.isoformat(),
+                }
+                await s.delete(row)
+                await s.flush()
+                left = await s.scalar(select(Recording.id).where(Recording.session_id == details["session_id"]))
+                if left is None:
+                    async for obj in self.store.list(f"recordings/session-{details['session_id']}/"):
+                        await self.store.delete(obj.key)
+                await audit.append(s, self.clock, row.case_id, None, "recording.purged", details)
+            log.info("purged recording %s of case %s (%s)", rid, row.case_id, details["object_key"])
+            purged.append(rid)
+        return purged
 
     async def jobs_pass(self) -> int:
         """Run every pending job whose session has ended and whose spool is on this process; returns how many ran."""
