@@ -71,6 +71,13 @@ class RecordingSettings(BaseModel):
     job_interval: float = Field(default=2.0, gt=0, le=3600)
     #: Tries of a post-session job before it is marked failed (30 s, 60 s, ... between tries).
     job_attempts: int = Field(default=5, ge=1, le=100)
+    #: Render the session composite (grid of participants, mixed audio; transcoded, in its own process).
+    composite: bool = True
+    composite_size: str = Field(default="640x480", pattern=r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$")
+    #: How much lower than the server the composite process runs (``nice``).
+    composite_nice: int = Field(default=10, ge=0, le=19)
+    #: Longest a composite may take before the job fails (and is retried).
+    composite_timeout: float = Field(default=3600.0, gt=0)
     #: Seconds between retention purges (recordings past their matter's ``retention_days``, cases not on hold).
     purge_interval: float = Field(default=3600.0, gt=0)
 

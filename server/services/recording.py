@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -314,6 +316,7 @@ class SessionRecordings:
         out_dir = folder / "out"
         out_dir.mkdir(exist_ok=True)
         saved: list[dict[str, Any]] = []
+        composite_inputs: list[str] = []
         for participant in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "out"):
             tracks = participant_tracks(participant)
             groups = {
@@ -324,37 +327,88 @@ class SessionRecordings:
                 if not group:
                     continue
                 name = f"{participant.name}{'-screen' if kind == 'screen' else ''}"
-                key = f"recordings/session-{session_id}/{name}.webm"
-                async with self.db.transaction() as s:
-                    if await s.scalar(select(Recording.id).where(Recording.object_key == key)) is not None:
-                        continue  # stored by an earlier attempt
                 result = await asyncio.to_thread(join_tracks, group, out_dir / f"{name}.webm")
-                digest = await asyncio.to_thread(_sha256, result.path)
-                size = result.path.stat().st_size
-                stored = await self.store.put(
-                    key, _chunks(result.path), content_type="video/webm", max_size=size, expected_sha256=digest
+                if kind == "participant":
+                    composite_inputs.append(f"{result.path}@{result.offset:.6f}")
+                name_of = names.get(participant.name)
+                entry = await self._store_output(
+                    case_id, session_id, kind, participant.name, name_of, result.path, result.duration
                 )
-                async with self.db.transaction() as s:
-                    row = Recording(
-                        case_id=case_id,
-                        session_id=session_id,
-                        kind=kind,
-                        participant_id=participant.name,
-                        participant_display_name=names.get(participant.name),
-                        content_type="video/webm",
-                        duration_s=round(result.duration, 3),
-                        size=stored.size,
-                        sha256=stored.sha256,
-                        object_key=key,
-                        created_at=self.clock.now(),
-                    )
-                    s.add(row)
-                    await s.flush()
-                    entry = {"recording_id": row.id, "kind": kind, "participant_id": participant.name}
-                    entry |= {"duration_s": row.duration_s, "size": row.size, "sha256": row.sha256}
-                    await audit.append(s, self.clock, case_id, None, "recording.saved", entry)
+                if entry is not None:
+                    saved.append(entry)
+        if self.settings.composite and composite_inputs:
+            out = out_dir / "composite.webm"
+            duration = await self._composite(out, composite_inputs)
+            entry = await self._store_output(case_id, session_id, "composite", None, None, out, duration)
+            if entry is not None:
                 saved.append(entry)
         return saved
+
+    async def _composite(self, out: Path, inputs: list[str]) -> float:
+        """Render the composite in its own process at a lower CPU priority; returns its duration."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "recordings.composite",
+            str(out),
+            *inputs,
+            "--size",
+            self.settings.composite_size,
+            "--nice",
+            str(self.settings.composite_nice),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), self.settings.composite_timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError("the composite took longer than recording.composite_timeout") from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"the composite failed: {stderr.decode(errors='replace')[-1000:]}")
+        return float(json.loads(stdout.decode().strip().splitlines()[-1])["duration"])
+
+    async def _store_output(
+        self,
+        case_id: int,
+        session_id: int,
+        kind: str,
+        participant_id: str | None,
+        display_name: str | None,
+        path: Path,
+        duration: float,
+    ) -> dict[str, Any] | None:
+        """Put one output in the store and the case file (audited); None if an earlier attempt already did."""
+        key = f"recordings/session-{session_id}/{path.name}"
+        async with self.db.transaction() as s:
+            if await s.scalar(select(Recording.id).where(Recording.object_key == key)) is not None:
+                return None
+        digest = await asyncio.to_thread(_sha256, path)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        stored = await self.store.put(
+            key, _chunks(path), content_type="video/webm", max_size=size, expected_sha256=digest
+        )
+        async with self.db.transaction() as s:
+            row = Recording(
+                case_id=case_id,
+                session_id=session_id,
+                kind=kind,
+                participant_id=participant_id,
+                participant_display_name=display_name,
+                content_type="video/webm",
+                duration_s=round(duration, 3),
+                size=stored.size,
+                sha256=stored.sha256,
+                object_key=key,
+                created_at=self.clock.now(),
+            )
+            s.add(row)
+            await s.flush()
+            entry: dict[str, Any] = {"recording_id": row.id, "kind": kind, "participant_id": participant_id}
+            entry |= {"duration_s": row.duration_s, "size": row.size, "sha256": row.sha256}
+            await audit.append(s, self.clock, case_id, None, "recording.saved", entry)
+        return entry
 
 
 def _sha256(path: Path) -> str:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import av
 import pytest
-from av import AudioFrame
+from av import AudioFrame, VideoFrame
 
+from recordings.composite import Input, compose
 from recordings.join import SegmentMismatch, join_tracks, participant_tracks, verify_segments
 from recordings.recorder import SessionRecorder
 from tests.media_harness import Call, Client, ToneAudioTrack, read, until
@@ -94,6 +95,27 @@ def _check_joined(path: Path, tag: int, expected: float) -> float:
     return statistics.median(errors)
 
 
+def _seconds(path: Path) -> float:
+    with av.open(str(path)) as c:
+        return float(c.duration or 0) / 1e6
+
+
+def _tile(frame: VideoFrame, index: int) -> VideoFrame:
+    """The ``index``-th 320x480 tile of a 640x480 composite frame, as a frame of its own."""
+    frame = frame.reformat(format="yuv420p")
+    luma, stride = bytes(frame.planes[0]), frame.planes[0].line_size
+    tile = VideoFrame(320, 480, "yuv420p")
+    rows = b"".join(luma[r * stride + index * 320 : r * stride + index * 320 + 320] for r in range(480))
+    tile.planes[0].update(rows if tile.planes[0].line_size == 320 else _pad(rows, 320, tile.planes[0].line_size))
+    for plane in tile.planes[1:]:
+        plane.update(b"\x80" * plane.buffer_size)
+    return tile
+
+
+def _pad(rows: bytes, width: int, stride: int) -> bytes:
+    return b"".join(rows[i : i + width].ljust(stride, b"\x10") for i in range(0, len(rows), width))
+
+
 @pytest.mark.parametrize("segment_seconds", [1.0])
 async def test_two_party_call_recorded_in_segments(tmp_path: Path, segment_seconds: float) -> None:
     call = Call()
@@ -110,6 +132,7 @@ async def test_two_party_call_recorded_in_segments(tmp_path: Path, segment_secon
     await asyncio.wait_for(recorder.close(), 10)
 
     assert len(recorder.tracks) == 4
+    inputs: list[Input] = []
     for participant, tag in (("a", 1), ("b", 2)):
         tracks = participant_tracks(tmp_path / "rec" / participant)
         assert sorted(m.label for _, m in tracks) == ["audio", "camera"]
@@ -130,8 +153,28 @@ async def test_two_party_call_recorded_in_segments(tmp_path: Path, segment_secon
         joined = join_tracks(tracks, tmp_path / f"{participant}.webm")
         assert abs(joined.duration - expected) < 1e-3
         sync = _check_joined(joined.path, tag, expected)
-        print(f"{participant}: {expected:.2f} s, {joined.packets}, sync {sync * 1000:+.0f} ms")
         assert abs(sync) <= 0.1, f"audio/video out of sync by {sync * 1000:.0f} ms"
+        inputs.append(Input(joined.path, joined.offset))
+
+    # The session composite: both participants side by side (tiles 320x480), audio mixed, 640x480 overall.
+    result = compose(inputs, tmp_path / "composite.webm")
+    end = max(i.offset + _seconds(i.path) for i in inputs)
+    assert abs(result.duration - end) <= 0.2
+    seen: dict[int, list[int]] = {1: [], 2: []}
+    with av.open(str(result.path)) as c:
+        assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (640, 480)
+        assert abs(float(c.duration or 0) / 1e6 - result.duration) <= 0.2
+        for frame in c.decode(video=0):
+            for index in range(2):
+                value = read(_tile(frame, index))
+                if value is not None:
+                    seen[value[0]].append(value[1])
+    for tag in (1, 2):
+        # Each tile shows its own participant's frames, in order, for (nearly) the whole call.
+        assert seen[tag] == sorted(seen[tag]) and len(seen[tag]) >= FPS * (end - 1.5), (tag, len(seen[tag]))
+    with av.open(str(result.path)) as c:
+        loud = sum(1 for f in c.decode(audio=0) if _level(f, av.AudioResampler(format="s16", layout="mono"))[1] > 3000)
+    assert loud >= 2 * (end - 1), "both participants' beeps are in the mix"
 
 
 async def test_tampered_segment_is_refused(tmp_path: Path) -> None:

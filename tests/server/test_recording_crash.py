@@ -134,10 +134,10 @@ async def test_sigkill_mid_recording_then_restart(server: Server, tmp_path: Path
         while True:
             async with http.get(f"{server.url}/api/v1/cases/{case_id}/recordings") as resp:
                 items = (await resp.json())["items"]
-            if len(items) == 2 or time.monotonic() > deadline:
+            if len(items) == 3 or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
-    assert sorted(r["kind"] for r in items) == ["participant", "participant"], server.log_text()
+    assert sorted(r["kind"] for r in items) == ["composite", "participant", "participant"], server.log_text()
     for r in items:
         covered = max(m.segments[-1].end for m in closed.values()) - min(m.segments[0].start for m in closed.values())
         assert covered - 1.5 <= r["duration_s"] <= covered + 0.5

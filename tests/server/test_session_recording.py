@@ -103,16 +103,25 @@ async def test_case_session_is_recorded_and_audited(as_user: Any, client: Any, s
     async def listed() -> list[dict[str, Any]]:
         return list((await (await staff.get(f"/api/v1/cases/{case['id']}/recordings")).json())["items"])
 
-    for _ in range(150):
-        if len(await listed()) == 2:
+    for _ in range(300):
+        if len(await listed()) == 3:
             break
         await asyncio.sleep(0.1)
-    items = await listed()
-    assert {r["kind"] for r in items} == {"participant"} and len(items) == 2
+    everything = await listed()
+    assert sorted(r["kind"] for r in everything) == ["composite", "participant", "participant"], everything
+    items = [r for r in everything if r["kind"] == "participant"]
     names = {r["participant_display_name"] for r in items}
     assert names == {staff_name, clerk_name}
     audit = await (await staff.get(f"/api/v1/cases/{case['id']}/audit")).json()
-    assert [e["action"] for e in audit["entries"]].count("recording.saved") == 2 and audit["verified"]
+    assert [e["action"] for e in audit["entries"]].count("recording.saved") == 3 and audit["verified"]
+    composite = next(r for r in everything if r["kind"] == "composite")
+    signed = await (await staff.get(f"/api/v1/cases/{case['id']}/recordings/{composite['id']}/url")).json()
+    body = await (await client.get(signed["url"])).read()
+    (Path(settings.data_dir) / "composite.webm").write_bytes(body)
+    with av.open(str(Path(settings.data_dir) / "composite.webm")) as c:
+        assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (640, 480)
+        assert {s.type for s in c.streams} == {"audio", "video"}
+        assert abs(float(c.duration or 0) / 1e6 - composite["duration_s"]) <= 0.3
 
     # Playback: a signed URL, served with Range; the bytes are the recorded file; PyAV plays it.
     rec = items[0]
