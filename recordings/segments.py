@@ -194,7 +194,8 @@ class TrackSegmenter:
         if self._first is None:
             self._first = (arrival - self.manifest.recording_start, frame.pts)
         t0, pts0 = self._first
-        return t0 + float((frame.pts - pts0) * frame.time_base)
+        tb = frame.time_base  # 1/clock rate: plain float arithmetic, no Fraction per frame
+        return t0 + (frame.pts - pts0) * tb.numerator / tb.denominator
 
     def write(self, frame: EncodedFrame, arrival: float) -> None:
         """Add one frame that arrived at wall-clock ``arrival``; opens and closes segments as needed."""

@@ -1,4 +1,4 @@
-"""``bench/queue.py --smoke``: the benchmark still runs end to end and its correctness checks hold.
+"""``bench/queue_calls.py --smoke``: the benchmark still runs end to end and its correctness checks hold.
 
 Timing is not judged here (benchmarks are run by hand, docs/benchmarks.md); what must hold in any run is that
 concurrent clerks never get the same ticket and none is left out, on SQLite and on PostgreSQL.
@@ -30,7 +30,7 @@ async def postgres() -> None:
 
 def test_queue_bench_smoke(postgres: None) -> None:
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "queue.py"), "--smoke"],
+        [sys.executable, str(ROOT / "bench" / "queue_calls.py"), "--smoke"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -1,5 +1,5 @@
-# ruff: noqa: E402 - the import path is fixed before the imports (see below)
-"""Queue benchmark: many clerks calling next at once over one department's line.
+"""Queue benchmark (the issue's ``bench/queue.py``; named so as not to shadow the standard library's ``queue``
+for the other scripts in this folder): many clerks calling next at once over one department's line.
 
 Everything runs on 127.0.0.1 in a temporary folder (and, for PostgreSQL, a
 scratch database ``cw_bench_<random>`` on 127.0.0.1:5432, dropped after).
@@ -35,17 +35,11 @@ Target (issue acceptance): p99 <= 50 ms on PostgreSQL; ``--strict`` exits 1
 when missed.  ``--smoke`` runs a few clerks and tickets in seconds (for CI).
 Every loop is bounded in count and by ``--timeout`` (default 600 s).
 
-Run: ``.venv/bin/python bench/queue.py [--engines sqlite,postgresql] [--clerks N] [--tickets N] [--smoke]``.
+Run: ``.venv/bin/python bench/queue_calls.py [--engines sqlite,postgresql] [--clerks N] [--tickets N] [--smoke]``.
 Results and analysis: ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file is named like the standard library's ``queue``: keep its folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import asyncio
@@ -55,12 +49,14 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -69,17 +65,17 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from argon2 import PasswordHasher
-from sqlalchemy import func, select
+from argon2 import PasswordHasher  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
-from server.app import build_services
-from server.services.cases import CaseCreate
-from server.services.principal import Principal, Role
-from server.services.queue import Outbox
-from server.settings import MediaSettings, Settings
-from server.storage.models import CaseAuditEntry, Department, OrgUnit, Ticket, User, Window
-from server.storage.orgs import OrgRepository
-from server.storage.users import UserRepository
+from server.app import build_services  # noqa: E402
+from server.services.cases import CaseCreate  # noqa: E402
+from server.services.principal import Principal, Role  # noqa: E402
+from server.services.queue import Outbox  # noqa: E402
+from server.settings import MediaSettings, Settings  # noqa: E402
+from server.storage.models import CaseAuditEntry, Department, OrgUnit, Ticket, User, Window  # noqa: E402
+from server.storage.orgs import OrgRepository  # noqa: E402
+from server.storage.users import UserRepository  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PG_ADMIN = os.environ.get("CLOUDWINDOW_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
