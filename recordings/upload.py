@@ -199,7 +199,10 @@ class SpoolUploader:
 
     def check_space(self) -> SpaceReport:
         spool_bytes = sum(p.stat().st_size for p in self.spool.rglob("*") if p.is_file()) if self.spool.is_dir() else 0
-        free = shutil.disk_usage(self.spool if self.spool.is_dir() else self.spool.parent).free
+        where = self.spool
+        while not where.exists() and where != where.parent:
+            where = where.parent  # the spool is made on the first recording; its disk is its nearest ancestor's
+        free = shutil.disk_usage(where).free
         problems = []
         if self.spool_max_bytes and spool_bytes > self.spool_max_bytes:
             problems.append(f"recording spool holds {spool_bytes} bytes, over its bound of {self.spool_max_bytes}")
