@@ -20,7 +20,7 @@ from pathlib import Path
 
 import av
 
-from .segments import MANIFEST, TrackManifest, add_stream, container_for
+from .segments import MANIFEST, TrackManifest, container_for
 
 __all__ = ["JoinResult", "SegmentMismatch", "join_tracks", "participant_tracks", "verify_segments"]
 
@@ -79,8 +79,12 @@ def join_tracks(tracks: list[tuple[Path, TrackManifest]], out: Path) -> JoinResu
     tmp = out.with_name(out.name + ".part")
     with av.open(str(tmp), "w", format=fmt) as container:
         streams = []
-        for _, m in tracks:
-            streams.append(add_stream(container, container_for(m.mime_type)[2], m))
+        for folder, m in tracks:
+            # The first segment's stream is the template: codec parameters (H.264 SPS/PPS, OpusHead) carry over.
+            with av.open(str(folder / m.segments[0].file)) as first:
+                stream = container.add_stream_from_template(first.streams[0])
+            stream.time_base = MS
+            streams.append(stream)
             counts[f"{m.kind}:{m.label}"] = 0
         last = [-1] * len(tracks)
         merged = heapq.merge(*(_packets(f, m, i) for i, (f, m) in enumerate(tracks)), key=lambda p: (p[0], p[1]))
