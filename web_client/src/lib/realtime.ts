@@ -1,0 +1,30 @@
+// Socket.IO: one connection per logged-in tab; every request is an event with an acknowledgement.
+import { io, type Socket } from 'socket.io-client'
+import { ApiError, token } from './api'
+
+let socket: Socket | null = null
+
+export function realtime(): Socket {
+  if (socket === null) {
+    socket = io({ path: '/socket.io/', auth: (cb) => cb({ token: token() }), transports: ['websocket'] })
+  }
+  return socket
+}
+
+export function closeRealtime(): void {
+  socket?.disconnect()
+  socket = null
+}
+
+export interface Ack {
+  ok: boolean
+  error?: { code: string; message: string }
+  [key: string]: unknown
+}
+
+/** Send ``event`` and wait for its ack; a refusal becomes an ApiError with the server's code. */
+export async function ask<T extends Ack = Ack>(sock: Socket, event: string, payload: object, timeoutMs = 15000): Promise<T> {
+  const ack = (await sock.timeout(timeoutMs).emitWithAck(event, payload)) as T
+  if (!ack.ok) throw new ApiError(0, ack.error?.code ?? 'error', ack.error?.message ?? 'refused')
+  return ack
+}
