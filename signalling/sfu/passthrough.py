@@ -543,6 +543,8 @@ class EncodedTrack(MediaStreamTrack):
         self.bytes = 0
         self.keyframes = 0
         self.mime_type: str | None = None
+        #: ``False`` stops forwarding to subscribers (a host's server-side mute); sinks (recorders) still get frames.
+        self.forwarding = True
 
     @property
     def relays(self) -> tuple[RelayTrack, ...]:
@@ -555,7 +557,7 @@ class EncodedTrack(MediaStreamTrack):
         self.bytes += len(frame.data)
         self.keyframes += frame.keyframe
         self.mime_type = frame.mime_type
-        for relay in tuple(self._relays):
+        for relay in tuple(self._relays) if self.forwarding else ():
             relay._deliver(frame)
         for sink in tuple(self._sinks):
             try:
