@@ -216,8 +216,10 @@ class Api:
                 if scheme.lower() != "bearer" or not token.strip():
                     raise Unauthorized("log in first (Authorization: Bearer <token>)", code="auth_required")
                 addr = client_addr(request, services.settings.trust_forwarded_for)
-                async with services.db.transaction() as s:
-                    principal = await services.auth.authenticate(s, token.strip(), addr)
+                principal = services.auth.authenticate_cached(token.strip(), addr)
+                if principal is None:
+                    async with services.db.transaction() as s:
+                        principal = await services.auth.authenticate(s, token.strip(), addr)
                 request[PRINCIPAL] = principal
             query = None
             if e.query is not None:

@@ -58,22 +58,24 @@ async def append(
     """Append one entry; the caller's unit of work commits it with the change it records.
 
     The case row is locked first so concurrent appends to one case serialise
-    (the unique (case_id, seq) constraint backs this up).
+    (the unique (case_id, seq) constraint backs this up); the chain's head is
+    read under that lock once per transaction (``CaseRepository.audit_head``).
     """
     repo = CaseRepository(session)
-    await repo.get(case_id, for_update=True)
-    last = await repo.last_audit(case_id)
+    head = await repo.audit_head(case_id)
+    seq, prev_hash = head if head is not None else (0, GENESIS)
     entry = CaseAuditEntry(
         case_id=case_id,
-        seq=(last.seq + 1) if last else 1,
+        seq=seq + 1,
         actor_user_id=actor.user_id if actor else None,
         actor_role=str(actor.role) if actor else "system",
         actor_name=actor.display_name if actor else "system",
         action=action,
-        details=details or {},
+        # A copy: the entry is written at the next flush, after its hash is taken from these details.
+        details=dict(details) if details else {},
         at=clock.now(),
         client_addr=actor.client_addr if actor else None,
-        prev_hash=last.hash if last else GENESIS,
+        prev_hash=prev_hash,
     )
     entry.hash = entry_digest(entry.prev_hash, entry_fields(entry))
     return await repo.add_audit(entry)

@@ -2,7 +2,11 @@
 
 Access tokens are short-lived JWTs (HS256) naming a login session; every
 request checks the session is still live, so logout (revoking the session)
-takes effect at once.  Refresh tokens are opaque, stored only as SHA-256,
+takes effect at once.  The check's answer is kept per session for at most
+:data:`SESSION_CACHE_TTL` seconds (:class:`SessionCache`), so a busy client
+does not cost three lookups a request: a logout or invite revocation in this
+process is honoured on the next request; one made by another server process,
+or an account disabled in the database, within that bound.  Refresh tokens are opaque, stored only as SHA-256,
 and rotate on every use: a refresh token works once.  Invite tokens are
 likewise random, stored hashed, single-use, expiring and revocable; a
 redeemed invite becomes a login session scoped to one case.
@@ -13,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections import deque
-from dataclasses import dataclass
-from datetime import timedelta
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
@@ -35,6 +39,8 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 JWT_ALG = "HS256"
 JWT_AUDIENCE = "cloudwindow"
+#: Seconds a login session's validity is trusted without asking the database again (see :class:`SessionCache`).
+SESSION_CACHE_TTL = 2.0
 
 
 def hash_password(password: str) -> str:
@@ -104,6 +110,74 @@ class LoginRateLimiter:
         self._failures.pop(key, None)
 
 
+@dataclass(frozen=True)
+class _Cached:
+    principal: Principal
+    invite_id: int | None
+    #: ``clock.monotonic()`` after which the database is asked again.
+    fresh_until: float
+    #: The login session's own end.
+    expires_at: datetime
+
+
+class SessionCache:
+    """Principals of recently checked live login sessions, each trusted for ``ttl`` seconds.
+
+    Revocations made through this process (:meth:`forget_session`,
+    :meth:`forget_invite`) apply at once and leave a tombstone for ``ttl``
+    seconds, so a lookup that read the session before the revocation
+    committed cannot put it back.  Revocations this process does not see
+    (another process's logout, an account disabled in the database) apply
+    within ``ttl``.  ``ttl`` 0 turns the cache off.  Bounded to ``max_entries``
+    (the oldest go first).
+    """
+
+    def __init__(self, clock: Clock, ttl: float, max_entries: int = 10_000) -> None:
+        self.clock = clock
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, _Cached] = OrderedDict()
+        self._gone_sessions: dict[str, float] = {}
+        self._gone_invites: dict[int, float] = {}
+
+    def get(self, session_id: str) -> Principal | None:
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return None
+        if entry.fresh_until <= self.clock.monotonic() or entry.expires_at <= self.clock.now():
+            del self._entries[session_id]
+            return None
+        return entry.principal
+
+    def put(self, principal: Principal, invite_id: int | None, expires_at: datetime) -> None:
+        if self.ttl <= 0:
+            return
+        now = self.clock.monotonic()
+        self._prune(now)
+        sid = principal.session_id
+        if sid in self._gone_sessions or (invite_id is not None and invite_id in self._gone_invites):
+            return
+        self._entries[sid] = _Cached(replace(principal, client_addr=None), invite_id, now + self.ttl, expires_at)
+        self._entries.move_to_end(sid)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget_session(self, session_id: str) -> None:
+        self._entries.pop(session_id, None)
+        self._gone_sessions[session_id] = self.clock.monotonic() + self.ttl
+
+    def forget_invite(self, invite_id: int) -> None:
+        for sid in [k for k, e in self._entries.items() if e.invite_id == invite_id]:
+            del self._entries[sid]
+        self._gone_invites[invite_id] = self.clock.monotonic() + self.ttl
+
+    def _prune(self, now: float) -> None:
+        for sid in [k for k, until in self._gone_sessions.items() if until <= now]:
+            del self._gone_sessions[sid]
+        for invite_id in [k for k, until in self._gone_invites.items() if until <= now]:
+            del self._gone_invites[invite_id]
+
+
 class AuthService:
     def __init__(
         self,
@@ -114,6 +188,7 @@ class AuthService:
         refresh_ttl: int,
         invite_ttl: int,
         limiter: LoginRateLimiter,
+        session_cache_ttl: float = SESSION_CACHE_TTL,
     ) -> None:
         self.secret = secret
         self.clock = clock
@@ -121,6 +196,7 @@ class AuthService:
         self.refresh_ttl = refresh_ttl
         self.invite_ttl = invite_ttl
         self.limiter = limiter
+        self.session_cache = SessionCache(clock, session_cache_ttl)
 
     # -- tokens -----------------------------------------------------------
 
@@ -177,10 +253,29 @@ class AuthService:
         return TokenPair(self._access_token({"sid": row.id}), new_refresh, self.access_ttl, remaining)
 
     async def logout(self, s: AsyncSession, principal: Principal) -> None:
+        self.session_cache.forget_session(principal.session_id)
         await AuthSessionRepository(s).revoke(principal.session_id, self.clock.now())
+
+    def authenticate_cached(self, token: str, client_addr: str | None) -> Principal | None:
+        """The principal of a valid access token whose session was checked recently; None means ask the database.
+
+        Raises 401 for a token that is malformed, forged or expired, like :meth:`authenticate`.
+        """
+        sid = self._session_id(token)
+        principal = self.session_cache.get(sid)
+        return replace(principal, client_addr=client_addr) if principal is not None else None
 
     async def authenticate(self, s: AsyncSession, token: str, client_addr: str | None) -> Principal:
         """Turn a bearer access token into a principal, or raise 401."""
+        row = await AuthSessionRepository(s).get(self._session_id(token))
+        if row is None or row.revoked_at is not None or row.expires_at <= self.clock.now():
+            raise Unauthorized("session has ended; log in again", code="session_revoked")
+        principal = await self._principal(s, row, client_addr)
+        self.session_cache.put(principal, row.invite_id, row.expires_at)
+        return principal
+
+    def _session_id(self, token: str) -> str:
+        """The login session an access token names, after checking its signature, type and expiry."""
         try:
             claims = jwt.decode(
                 token,
@@ -197,10 +292,7 @@ class AuthService:
         # Expiry is checked against the injected clock, not the wall clock.
         if int(claims["exp"]) <= int(self.clock.now().timestamp()):
             raise Unauthorized("access token has expired; refresh it", code="token_expired")
-        row = await AuthSessionRepository(s).get(str(claims["sid"]))
-        if row is None or row.revoked_at is not None or row.expires_at <= self.clock.now():
-            raise Unauthorized("session has ended; log in again", code="session_revoked")
-        return await self._principal(s, row, client_addr)
+        return str(claims["sid"])
 
     async def principal_for_session(self, s: AsyncSession, session_id: str) -> Principal:
         """The principal of a live login session, by its id (another process authenticated its token)."""
@@ -257,6 +349,8 @@ class AuthService:
             department_id=None,
             session_id=row.id,
             invite_case_id=invite.case_id,
+            invite_session_id=invite.session_id,
+            invite_id=invite.id,
             client_addr=client_addr,
         )
 
@@ -272,6 +366,8 @@ class AuthService:
         display_name: str,
         invitee_user_id: int | None,
         ttl: int | None,
+        session_id: int | None = None,
+        expert_id: int | None = None,
     ) -> tuple[Invite, str]:
         """Create an invite; the plain token is returned once and never stored."""
         if created_by.user_id is None:
@@ -301,18 +397,23 @@ class AuthService:
             expires_at=now + timedelta(seconds=ttl or self.invite_ttl),
             used_at=None,
             revoked_at=None,
+            session_id=session_id,
+            expert_id=expert_id,
         )
         await InviteRepository(s).add(invite)
         return invite, token
 
     async def redeem_invite(
-        self, s: AsyncSession, *, case_id: int, token: str, client_addr: str | None
+        self, s: AsyncSession, *, case_id: int | None, token: str, client_addr: str | None, session_id: int | None = None
     ) -> tuple[Invite, TokenPair]:
+        """Redeem through the case's link (``case_id``) or the session's link (``session_id``)."""
         repo = InviteRepository(s)
         invite = await repo.by_token_hash(token_hash(token))
         if invite is None:
             raise Unauthorized("invite link is not valid", code="invite_invalid")
-        if invite.case_id != case_id:
+        if (case_id is not None and invite.case_id != case_id) or (
+            session_id is not None and invite.session_id != session_id
+        ):
             raise Forbidden("this invite is for another session", code="invite_wrong_scope")
         if invite.revoked_at is not None:
             raise ApiError("this invite was revoked", code="invite_revoked", status=410)
@@ -327,6 +428,7 @@ class AuthService:
         return invite, pair
 
     async def revoke_invite(self, s: AsyncSession, invite: Invite) -> None:
+        self.session_cache.forget_invite(invite.id)
         if invite.revoked_at is None:
             invite.revoked_at = self.clock.now()
             await s.flush()

@@ -604,30 +604,34 @@ class QueueService:
                 code="window_busy",
                 details={"ticket_id": current.id, "number": current.number, "state": current.state},
             )
-        matters = await WindowRepository(s).served_matter_ids(window.id) or None
         while True:
-            t = await tickets.head(window.department_id, matters)
-            if t is None:
+            head = await tickets.head_for_window(window.department_id, window.id)
+            if head is None:
                 return None
-            case = await CaseRepository(s).get(t.case_id)
-            assert case is not None
-            if case.state in OPEN_STATES and case.department_id == t.department_id:
+            ticket_id, case_state, case_department = head
+            if case_state in OPEN_STATES and case_department == window.department_id:
                 break
-            # The case was closed while its ticket waited: end the ticket and call the next one.
-            t.state, t.end_reason, t.finished_at = "cancelled", "case_closed", now
+            # The case was closed (or moved) while its ticket waited: end the ticket and call the next one.
+            ended = await tickets.get(ticket_id)
+            assert ended is not None
+            ended.state, ended.end_reason, ended.finished_at = "cancelled", "case_closed", now
             await s.flush()
-            out.add(f"unit:{t.unit_id}", "queue.cancelled", {"ticket": ticket_event(t), "reason": "case_closed"})
-            out.changed(t.department_id)
+            notice = {"ticket": ticket_event(ended), "reason": "case_closed"}
+            out.add(f"unit:{ended.unit_id}", "queue.cancelled", notice)
+            out.changed(ended.department_id)
+        limits = await self._thresholds(s, window.department_id)
+        t = await tickets.mark_called(
+            ticket_id,
+            window_id=window.id,
+            clerk_user_id=principal.user_id,
+            now=now,
+            ring_deadline=now + timedelta(seconds=limits.ring_timeout),
+        )
         session, _ = await self.sessions.open(s, principal, t.case_id, "call")
+        case = await CaseRepository(s).get(t.case_id, for_update=True)  # locked by the session's opening: no query
+        assert case is not None
         if case.state == "submitted":
             await self.cases.transition(s, principal, t.case_id, Transition(to="in_session"))
-        limits = await self._thresholds(s, window.department_id)
-        t.state = "called"
-        t.window_id = window.id
-        t.clerk_user_id = principal.user_id
-        t.called_at = now
-        t.ring_deadline = now + timedelta(seconds=limits.ring_timeout)
-        await s.flush()
         await audit.append(
             s,
             self.clock,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,23 @@ class CaseFilter:
     nothing: bool = False
 
 
+def transaction_memo(session: AsyncSession) -> dict[str, Any]:
+    """A dict that lives as long as the session's current transaction (a new transaction starts empty).
+
+    Holds what a unit of work already knows from the database and may not
+    learn again: the case rows it has locked and each such case's audit head.
+    Both stay true until the transaction ends because the row lock is held
+    to the end (no savepoints are rolled back in this code base).
+    """
+    txn = session.sync_session.get_transaction()
+    held = session.info.get("cloudwindow.memo")
+    if held is None or held[0] is not txn:
+        held = (txn, {})
+        session.info["cloudwindow.memo"] = held
+    memo: dict[str, Any] = held[1]
+    return memo
+
+
 class CaseRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
@@ -38,18 +56,29 @@ class CaseRepository:
         return case
 
     async def get(self, case_id: int, *, for_update: bool = False) -> Case | None:
+        """The case; ``for_update`` locks its row to the end of the transaction (asked once: a held lock is kept)."""
         if for_update:
+            locked: set[int] = transaction_memo(self.s).setdefault("locked_cases", set())
+            if case_id in locked:
+                return await self.s.get(Case, case_id)
             stmt = select(Case).where(Case.id == case_id).with_for_update()
-            return (await self.s.execute(stmt)).scalar_one_or_none()
+            case = (await self.s.execute(stmt)).scalar_one_or_none()
+            if case is not None:
+                locked.add(case_id)
+            return case
         return await self.s.get(Case, case_id)
 
     async def department_unit_path(self, department_id: int) -> str:
-        stmt = (
-            select(OrgUnit.path)
-            .join(Department, Department.unit_id == OrgUnit.id)
-            .where(Department.id == department_id)
-        )
-        return str((await self.s.execute(stmt)).scalar_one())
+        """The path of the centre the department belongs to (asked once per transaction and department)."""
+        paths: dict[int, str] = transaction_memo(self.s).setdefault("department_paths", {})
+        if department_id not in paths:
+            stmt = (
+                select(OrgUnit.path)
+                .join(Department, Department.unit_id == OrgUnit.id)
+                .where(Department.id == department_id)
+            )
+            paths[department_id] = str((await self.s.execute(stmt)).scalar_one())
+        return paths[department_id]
 
     def _filtered(self, f: CaseFilter) -> Select[Case]:
         stmt = select(Case)
@@ -88,15 +117,33 @@ class CaseRepository:
 
     # -- audit ----------------------------------------------------------
 
-    async def last_audit(self, case_id: int) -> CaseAuditEntry | None:
-        stmt = (
-            select(CaseAuditEntry).where(CaseAuditEntry.case_id == case_id).order_by(CaseAuditEntry.seq.desc()).limit(1)
-        )
-        return (await self.s.execute(stmt)).scalar_one_or_none()
+    async def audit_head(self, case_id: int) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the case's last audit entry (None: no entry yet), with the case row locked.
+
+        The lock serialises appends to one case across transactions and server
+        processes, so the head read under it stays the head until this
+        transaction ends: it is read once per transaction and then kept up
+        to date by :meth:`add_audit`.
+        """
+        heads: dict[int, tuple[int, str] | None] = transaction_memo(self.s).setdefault("audit_heads", {})
+        if case_id not in heads:
+            await self.get(case_id, for_update=True)
+            stmt = (
+                select(CaseAuditEntry.seq, CaseAuditEntry.hash)
+                .where(CaseAuditEntry.case_id == case_id)
+                .order_by(CaseAuditEntry.seq.desc())
+                .limit(1)
+            )
+            row = (await self.s.execute(stmt)).one_or_none()
+            heads[case_id] = (int(row[0]), str(row[1])) if row is not None else None
+        return heads[case_id]
 
     async def add_audit(self, entry: CaseAuditEntry) -> CaseAuditEntry:
+        """Queue the entry for insertion (the next flush or the commit writes it; entries of one unit of work
+        go in one batch); the head must have been read with :meth:`audit_head` in this transaction."""
         self.s.add(entry)
-        await self.s.flush()
+        heads: dict[int, tuple[int, str] | None] = transaction_memo(self.s).setdefault("audit_heads", {})
+        heads[entry.case_id] = (entry.seq, entry.hash)
         return entry
 
     async def audit(self, case_id: int) -> Sequence[CaseAuditEntry]:

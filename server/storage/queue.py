@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -200,6 +200,50 @@ class TicketRepository:
         """The first waiting ticket, locked; rows other transactions hold are skipped (PostgreSQL)."""
         stmt = self._line(department_id, matter_ids).limit(1).with_for_update(skip_locked=True)
         return (await self.s.execute(stmt)).scalar_one_or_none()
+
+    async def head_for_window(self, department_id: int, window_id: int) -> tuple[int, str, int] | None:
+        """``(ticket id, case state, case department)`` of the first waiting ticket ``window_id`` may call, locked.
+
+        One statement for call-next: the window's served matters (none: all)
+        are a subquery, and the ticket's case comes along so the caller can
+        tell a ticket whose case was closed or moved meanwhile.  Only the
+        ticket row is locked; rows other transactions hold are skipped
+        (PostgreSQL), so concurrent clerks take different tickets.
+        """
+        served = select(WindowMatter.matter_id).where(WindowMatter.window_id == window_id)
+        stmt = (
+            select(Ticket.id, Case.state, Case.department_id)
+            .join(Case, Case.id == Ticket.case_id)
+            .where(
+                Ticket.department_id == department_id,
+                Ticket.state == "waiting",
+                or_(~exists(served), Ticket.matter_id.in_(served)),
+            )
+            .order_by(Ticket.priority, Ticket.order_key, Ticket.id)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=Ticket)
+        )
+        row = (await self.s.execute(stmt)).one_or_none()
+        return (int(row[0]), str(row[1]), int(row[2])) if row is not None else None
+
+    async def mark_called(
+        self, ticket_id: int, *, window_id: int, clerk_user_id: int, now: datetime, ring_deadline: datetime
+    ) -> Ticket:
+        """Move a waiting ticket the caller has locked to ``called``: one ``UPDATE ... RETURNING``."""
+        stmt = (
+            update(Ticket)
+            .where(Ticket.id == ticket_id, Ticket.state == "waiting")
+            .values(
+                state="called",
+                window_id=window_id,
+                clerk_user_id=clerk_user_id,
+                called_at=now,
+                ring_deadline=ring_deadline,
+            )
+            .returning(Ticket)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return (await self.s.execute(stmt)).scalar_one()
 
     async def waiting(self, department_id: int, matter_ids: Sequence[int] | None = None) -> Sequence[Ticket]:
         """The department's waiting line in call order."""
