@@ -586,7 +586,10 @@ class QueueService:
 
     async def call_next(self, s: AsyncSession, principal: Principal, window_id: int, out: Outbox) -> TicketCall | None:
         """Call the head of the window's line into the case's session and ring the point; None if nobody waits."""
-        window = await self._window(s, window_id)
+        locked = await WindowRepository(s).lock_for_call(window_id)
+        if locked is None:
+            raise NotFound("no such window", code="window_not_found")
+        window, current_id = locked
         if window.state == "closed":
             raise Conflict("the window is closed", code="window_not_open", details={"state": window.state})
         if principal.user_id is None or window.clerk_user_id != principal.user_id:
@@ -597,7 +600,7 @@ class QueueService:
         if window.state != "open":
             raise Conflict("the window is not open", code="window_not_open", details={"state": window.state})
         tickets = TicketRepository(s)
-        current = await tickets.current_at_window(window.id)
+        current = await tickets.get(current_id) if current_id is not None else None
         if current is not None:
             raise Conflict(
                 "finish the current ticket first",
@@ -786,7 +789,8 @@ class QueueService:
 
     async def _revert_case(self, s: AsyncSession, actor: Principal | None, t: Ticket, reason: str) -> None:
         """A call moved the case into ``in_session``; the call ended unserved, so move it back to ``submitted``."""
-        case = await CaseRepository(s).get(t.case_id)
+        # Locked now: the ticket's end is audited on the case anyway, which takes this lock.
+        case = await CaseRepository(s).get(t.case_id, for_update=True)
         if case is None or case.state != "in_session" or t.state not in ("called", "serving"):
             return
         principal = actor if actor is not None and actor.role in (Role.CLERK, Role.ADMIN) else None

@@ -58,13 +58,14 @@ class CaseRepository:
     async def get(self, case_id: int, *, for_update: bool = False) -> Case | None:
         """The case; ``for_update`` locks its row to the end of the transaction (asked once: a held lock is kept)."""
         if for_update:
-            locked: set[int] = transaction_memo(self.s).setdefault("locked_cases", set())
+            # The memo holds the rows themselves: the session's identity map only keeps unchanged rows weakly.
+            locked: dict[int, Case] = transaction_memo(self.s).setdefault("locked_cases", {})
             if case_id in locked:
-                return await self.s.get(Case, case_id)
+                return locked[case_id]
             stmt = select(Case).where(Case.id == case_id).with_for_update()
             case = (await self.s.execute(stmt)).scalar_one_or_none()
             if case is not None:
-                locked.add(case_id)
+                locked[case_id] = case
             return case
         return await self.s.get(Case, case_id)
 

@@ -82,6 +82,18 @@ class WindowRepository:
             return (await self.s.execute(stmt)).scalar_one_or_none()
         return await self.s.get(Window, window_id)
 
+    async def lock_for_call(self, window_id: int) -> tuple[Window, int | None] | None:
+        """The window, locked, and the id of the ticket it has in hand (called or serving), in one statement."""
+        current = (
+            select(Ticket.id)
+            .where(Ticket.window_id == Window.id, Ticket.state.in_(("called", "serving")))
+            .limit(1)
+            .scalar_subquery()
+        )
+        stmt = select(Window, current).where(Window.id == window_id).with_for_update(of=Window)
+        row = (await self.s.execute(stmt)).one_or_none()
+        return (row[0], int(row[1]) if row[1] is not None else None) if row is not None else None
+
     async def of_clerk(self, user_id: int) -> Window | None:
         return (await self.s.execute(select(Window).where(Window.clerk_user_id == user_id))).scalar_one_or_none()
 
