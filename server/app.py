@@ -18,6 +18,8 @@ from pydantic import ValidationError
 from server.api import auth as auth_api
 from server.api import cases as cases_api
 from server.api import documents as documents_api
+from server.api import experts as experts_api
+from server.api import inspections as inspections_api
 from server.api import matters as matters_api
 from server.api import orgs as orgs_api
 from server.api import queue as queue_api
@@ -39,6 +41,9 @@ from server.services.appointments import AppointmentService
 from server.services.auth import AuthService, LoginRateLimiter
 from server.services.cases import CaseService
 from server.services.documents import DocumentService
+from server.services.evidence import EvidenceSigner
+from server.services.experts import ExpertService
+from server.services.inspections import InspectionReports, InspectionService
 from server.services.queue import QueueService
 from server.services.realtime import RealtimeApplication
 from server.services.recording import SessionRecordings
@@ -69,6 +74,9 @@ class Services:
     appointments: AppointmentService
     queue: QueueService
     recordings: SessionRecordings
+    experts: ExpertService
+    inspections: InspectionService
+    reports: InspectionReports
 
 
 SERVICES = web.AppKey("services", Services)
@@ -85,6 +93,8 @@ ROUTE_MODULES: tuple[Api, ...] = (
     sessions_api.api,
     queue_api.api,
     recordings_api.api,
+    experts_api.api,
+    inspections_api.api,
 )
 
 
@@ -165,6 +175,15 @@ def build_services(
         notifier=signalling,
         settings=queue_settings,
     )
+    inspections = InspectionService(
+        db=db,
+        store=store,
+        clock=clock,
+        cases=cases,
+        sessions=sessions,
+        signer=EvidenceSigner(secret),
+        max_size=settings.upload.max_size,
+    )
     return Services(
         settings,
         clock,
@@ -179,6 +198,9 @@ def build_services(
         appointments,
         queue,
         recordings,
+        ExpertService(clock=clock, cases=cases),
+        inspections,
+        InspectionReports(inspections=inspections, timezone=queue_settings.timezone),
     )
 
 

@@ -37,10 +37,16 @@ class Identity:
 
 @dataclass(frozen=True)
 class SessionInfo:
+    """The session, and what the identity that asked (``authorise_join``) may do in it."""
+
     session_id: int
     case_id: int
     kind: str
     host_user_id: int | None
+    #: May admit and refuse the waiting room, mute and remove participants (the host, the case's clerk, admin).
+    moderator: bool = False
+    #: Waits in the waiting room until a moderator admits it (whoever came in through an invite link).
+    must_wait: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,3 +75,12 @@ class SessionDirectory(Protocol):
         ...
 
     async def store_chat(self, identity: Identity, session_id: int, text: str) -> StoredChat: ...
+
+    async def moderated(self, actor: Identity, target: Identity, session_id: int, action: str) -> None:
+        """A moderator ``admitted``, ``refused``, ``muted``, ``unmuted`` or ``removed`` ``target``.
+
+        The application records it; on ``refused`` and ``removed`` it also
+        ends the target's access (an invite is revoked, so the same link
+        cannot bring it back).
+        """
+        ...

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from signalling.application import SessionInfo
 from signalling.session import LiveSession, Participant, TrackInfo
 from signalling.sfu.network import MediaNetworkConfig
-from signalling.sfu.peer import MediaOffer
+from signalling.sfu.peer import MediaOffer, Publication
 from signalling.sfu.peer import TrackInfo as MediaTrack
 from signalling.sfu.room import (
     MediaRoom,
@@ -144,6 +144,9 @@ class SessionMedia:
             )
             pump = _RoomPump(live, room, self.emit)
             queue_holder.append(pump)
+            # Applied before a new publication is forwarded to anyone: a muted participant stays muted across
+            # renegotiation and rejoin.
+            room.add_tap(lambda publication: self._apply_mute(live, publication))
             entry = self._rooms[live.info.session_id] = (room, pump)
             self._infos[live.info.session_id] = live.info
             recorded = False
@@ -185,6 +188,21 @@ class SessionMedia:
 
     async def unpublish(self, live: LiveSession, participant: Participant, mid: str) -> None:
         await self._room(live).unpublish(participant.participant_id, mid)
+
+    @staticmethod
+    def _apply_mute(live: LiveSession, publication: Publication) -> None:
+        if publication.info.kind != "audio":
+            return
+        p = live.participants.get(publication.info.participant_id)
+        publication.track.forwarding = not (p is not None and p.muted)
+
+    def set_muted(self, live: LiveSession, participant: Participant) -> None:
+        """Stop (or resume) forwarding ``participant``'s audio to everyone, as ``participant.muted`` says."""
+        room = self.room_of(live)
+        if room is None or participant.participant_id not in room.participants:
+            return
+        for publication in room.peer(participant.participant_id).publications:
+            self._apply_mute(live, publication)
 
     async def leave(self, live: LiveSession, participant: Participant) -> None:
         room = self.room_of(live)

@@ -40,3 +40,26 @@ class Unpublish(_Payload):
 
 class ChatSend(_Payload):
     text: str = Field(min_length=1, max_length=2000)
+
+
+class Admit(_Payload):
+    waiter_id: str = Field(min_length=1, max_length=32)
+
+
+class RefuseWaiter(_Payload):
+    waiter_id: str = Field(min_length=1, max_length=32)
+
+
+class Mute(_Payload):
+    participant_id: str = Field(min_length=1, max_length=32)
+    muted: bool = True
+
+
+class Remove(_Payload):
+    participant_id: str = Field(min_length=1, max_length=32)
+
+
+class AudioLevel(_Payload):
+    """The participant's own microphone level, 0 (silence) to 1 (full scale), as the browser measures it."""
+
+    level: float = Field(ge=0.0, le=1.0)

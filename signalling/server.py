@@ -20,11 +20,11 @@ import socketio
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from signalling import messages
-from signalling.application import Authenticator, Identity, Refused, SessionDirectory
+from signalling import messages, speaker
+from signalling.application import Authenticator, Identity, Refused, SessionDirectory, SessionInfo
 from signalling.cluster import Cluster, ClusterError, LocalCluster
 from signalling.media import RoomObserver, SessionMedia
-from signalling.session import ChatLimiter, LiveSession, Participant
+from signalling.session import ChatLimiter, LiveSession, Participant, Waiter
 from signalling.sfu.errors import MediaError
 from signalling.sfu.network import MediaNetworkConfig
 from signalling.turn import IceServerConfig, ice_servers_for
@@ -117,6 +117,11 @@ class SignallingServer:
             ("media.candidate", messages.Candidate, self._candidate),
             ("media.publish", messages.Publish, self._publish),
             ("media.unpublish", messages.Unpublish, self._unpublish),
+            ("session.admit", messages.Admit, self._admit),
+            ("session.refuse", messages.RefuseWaiter, self._refuse_waiter),
+            ("participant.mute", messages.Mute, self._mute),
+            ("participant.remove", messages.Remove, self._remove_participant),
+            ("audio.level", messages.AudioLevel, self._audio_level),
         )
 
     def _guard(self, event: str, model: type[BaseModel], handler: Handler) -> Callable[..., Awaitable[Ack]]:
@@ -188,6 +193,7 @@ class SignallingServer:
             if sock is not None:
                 async with sock.lock:
                     if sock.session_id is not None:
+                        await self._unwait(sock.session_id, sid)
                         await self._remove(sock.session_id, sock.participant_id, reason="disconnected")
             return ok()
         if message["kind"] == "end":
@@ -232,6 +238,7 @@ class SignallingServer:
         if sock.session_id is None:
             return
         if sock.node in (None, self.cluster.node_id):
+            await self._unwait(sock.session_id, sid)
             await self._remove(sock.session_id, sock.participant_id, reason="disconnected")
             return
         try:
@@ -243,12 +250,58 @@ class SignallingServer:
 
     async def _join(self, sid: str, sock: _Socket, p: messages.Join) -> Ack:
         if sock.session_id is not None and sock.session_id != p.session_id:
+            await self._unwait(sock.session_id, sid)
             await self._remove(sock.session_id, sock.participant_id, reason="switched")
         # Joining the same session again (after a failed peer connection) replaces the participant below.
         info = await self.directory.authorise_join(sock.identity, p.session_id)
         live = self.sessions.get(p.session_id)
         if live is None:
             live = self.sessions[p.session_id] = LiveSession(info)
+        if sock.identity.key in live.banned:
+            return refuse("participant_removed", "a moderator removed you from this session")
+        if info.must_wait and sock.identity.key not in live.admitted:
+            return await self._wait(live, sid, sock)
+        return await self._enter(live, info, sid, sock)
+
+    def _session_wire(self, live: LiveSession) -> dict[str, Any]:
+        info = live.info
+        return {
+            "id": info.session_id,
+            "case_id": info.case_id,
+            "kind": info.kind,
+            "host_user_id": info.host_user_id,
+            "recording": self.media.recording(live) if self.media is not None else False,
+        }
+
+    async def _to_moderators(self, live: LiveSession, event: str, data: dict[str, Any]) -> None:
+        for m in live.moderators():
+            await self.sio.emit(event, data, to=m.sid)
+
+    async def _wait(self, live: LiveSession, sid: str, sock: _Socket) -> Ack:
+        """Put the socket in the waiting room; moderators are told and admit or refuse it."""
+        async with live.lock:
+            for old in [w for w in live.waiting.values() if w.identity.key == sock.identity.key or w.sid == sid]:
+                live.waiting.pop(old.waiter_id, None)
+            waiter = Waiter(waiter_id=uuid.uuid4().hex[:12], sid=sid, identity=sock.identity)
+            live.waiting[waiter.waiter_id] = waiter
+        sock.session_id, sock.participant_id = live.info.session_id, None
+        await self._to_moderators(live, "waiting.joined", {"session_id": live.info.session_id, "waiter": waiter.wire()})
+        return ok(waiting=True, waiter_id=waiter.waiter_id, participant_id=None, session=self._session_wire(live))
+
+    async def _unwait(self, session_id: int, sid: str, reason: str = "left") -> Waiter | None:
+        live = self.sessions.get(session_id)
+        waiter = live.waiter_of(sid) if live is not None else None
+        if live is None or waiter is None:
+            return None
+        live.waiting.pop(waiter.waiter_id, None)
+        await self._to_moderators(
+            live, "waiting.left", {"session_id": session_id, "waiter_id": waiter.waiter_id, "reason": reason}
+        )
+        return waiter
+
+    async def _enter(self, live: LiveSession, info: SessionInfo, sid: str, sock: _Socket) -> Ack:
+        """Make the socket a participant of the live session (after authorisation and, if needed, admission)."""
+        p_session_id = live.info.session_id
         async with live.lock:
             old = live.by_identity_key(sock.identity.key)
             present = len(live.participants) - (1 if old else 0)
@@ -263,32 +316,34 @@ class SignallingServer:
             if old_sock is not None and old.sid != sid:
                 old_sock.session_id = old_sock.participant_id = None
                 await self.sio.leave_room(old.sid, live.room)
-            await self._remove(p.session_id, old.participant_id, reason="replaced")
-        participant = Participant(participant_id=uuid.uuid4().hex[:12], sid=sid, identity=sock.identity)
+            await self._remove(p_session_id, old.participant_id, reason="replaced")
+        participant = Participant(
+            participant_id=uuid.uuid4().hex[:12],
+            sid=sid,
+            identity=sock.identity,
+            moderator=info.moderator,
+            muted=sock.identity.key in live.muted,
+        )
         live.participants[participant.participant_id] = participant
-        sock.session_id, sock.participant_id = p.session_id, participant.participant_id
+        sock.session_id, sock.participant_id = p_session_id, participant.participant_id
         await self.sio.enter_room(sid, live.room)
         await self.sio.emit("participant.joined", {"participant": participant.wire()}, room=live.room, skip_sid=sid)
-        await self.directory.participant_joined(sock.identity, p.session_id, participant.participant_id)
+        await self.directory.participant_joined(sock.identity, p_session_id, participant.participant_id)
         offer = None
         if self.media is not None:
             try:
                 offer = await self.media.join(live, participant)
             except Exception:
                 sock.session_id = sock.participant_id = None
-                await self._remove(p.session_id, participant.participant_id, reason="media_refused")
+                await self._remove(p_session_id, participant.participant_id, reason="media_refused")
                 raise
         return ok(
             offer=offer,
             participant_id=participant.participant_id,
-            session={
-                "id": info.session_id,
-                "case_id": info.case_id,
-                "kind": info.kind,
-                "host_user_id": info.host_user_id,
-                "recording": self.media.recording(live) if self.media is not None else False,
-            },
+            session=self._session_wire(live),
             participants=[x.wire() for x in live.participants.values()],
+            waiting=[w.wire() for w in live.waiting.values()] if participant.moderator else [],
+            speaker=live.speaker,
             ice_servers=ice_servers_for(self.config.ice_servers, participant.participant_id, time.time()),
         )
 
@@ -297,6 +352,7 @@ class SignallingServer:
             return refuse("not_joined", "join a session first")
         session_id, pid = sock.session_id, sock.participant_id
         sock.session_id = sock.participant_id = sock.node = None
+        await self._unwait(session_id, sid)
         await self._remove(session_id, pid, reason="left")
         return ok()
 
@@ -311,6 +367,8 @@ class SignallingServer:
         if self.media is not None:
             await self.media.leave(live, participant)
         await self.sio.emit("participant.left", {"participant_id": participant_id, "reason": reason}, room=live.room)
+        if live.speaker == participant_id:
+            await self._update_speaker(live)
         await self.directory.participant_left(participant.identity, session_id, participant_id)
         if not live.participants:
             self._arm_empty_timer(live)
@@ -338,6 +396,10 @@ class SignallingServer:
         """Send an application notice to a notification room (see ``Identity.rooms``), on every process."""
         await self.sio.emit(event, data, room=room)
 
+    async def notify_session(self, session_id: int, event: str, data: dict[str, Any]) -> None:
+        """Send an application event to every participant of a session (not its waiting room), on every process."""
+        await self.sio.emit(event, data, room=LiveSession.room_of(session_id))
+
     async def end_session(self, session_id: int, reason: str) -> None:
         """Tell everyone the session ended and drop their media, on whichever process owns it."""
         owner = await self.cluster.owner_of(session_id)
@@ -354,6 +416,12 @@ class SignallingServer:
         if live.empty_timer is not None:
             live.empty_timer.cancel()
         await self.sio.emit("session.ended", {"session_id": session_id, "reason": reason}, room=live.room)
+        for waiter in list(live.waiting.values()):
+            await self.sio.emit("session.ended", {"session_id": session_id, "reason": reason}, to=waiter.sid)
+            wsock = self.sockets.get(waiter.sid) or self.remote_sockets.pop(waiter.sid, None)
+            if wsock is not None and wsock.session_id == session_id:
+                wsock.session_id = wsock.participant_id = None
+        live.waiting.clear()
         for participant in list(live.participants.values()):
             sock = self.sockets.get(participant.sid) or self.remote_sockets.pop(participant.sid, None)
             if sock is not None:
@@ -407,6 +475,137 @@ class SignallingServer:
         }
         await self.sio.emit("chat.message", message, room=live.room)
         return ok(message=message)
+
+    # -- moderation: waiting room, mute, remove; active speaker ---------------
+
+    async def _moderator(self, sock: _Socket) -> tuple[LiveSession, Participant]:
+        live, me = await self._joined(sock)
+        if not me.moderator:
+            raise Refused("not_moderator", "only the host, the case's clerk or an admin may do this")
+        return live, me
+
+    def _socket(self, sid: str) -> _Socket | None:
+        return self.sockets.get(sid) or self.remote_sockets.get(sid)
+
+    async def _admit(self, sid: str, sock: _Socket, p: messages.Admit) -> Ack:
+        live, me = await self._moderator(sock)
+        session_id = live.info.session_id
+        waiter = live.waiting.get(p.waiter_id)
+        wsock = self._socket(waiter.sid) if waiter is not None else None
+        if waiter is None or wsock is None or wsock.session_id != session_id:
+            if waiter is not None:
+                live.waiting.pop(waiter.waiter_id, None)
+            return refuse("waiter_not_found", "nobody with that id is waiting")
+        present = len(live.participants) - (1 if live.by_identity_key(waiter.identity.key) else 0)
+        if present >= self.config.max_participants:
+            return refuse("session_full", f"at most {self.config.max_participants} participants")
+        try:  # the invite may have been revoked while it waited
+            info = await self.directory.authorise_join(waiter.identity, session_id)
+        except Refused as exc:
+            await self._unwait(session_id, waiter.sid, reason="revoked")
+            wsock.session_id = wsock.participant_id = None
+            await self.sio.emit("session.refused", {"session_id": session_id, "reason": "revoked"}, to=waiter.sid)
+            return refuse(exc.code, exc.message)
+        live.waiting.pop(waiter.waiter_id, None)
+        live.admitted.add(waiter.identity.key)
+        async with wsock.lock:
+            try:
+                entered = await self._enter(live, info, waiter.sid, wsock)
+            except (Refused, MediaError) as exc:
+                live.admitted.discard(waiter.identity.key)
+                wsock.session_id = wsock.participant_id = None
+                await self.sio.emit("session.refused", {"session_id": session_id, "reason": exc.code}, to=waiter.sid)
+                return refuse(exc.code, exc.message)
+        if not entered.get("ok"):
+            live.admitted.discard(waiter.identity.key)
+            return entered
+        admitted = {k: v for k, v in entered.items() if k != "ok"}
+        await self.sio.emit("session.admitted", admitted, to=waiter.sid)
+        await self._to_moderators(
+            live, "waiting.left", {"session_id": session_id, "waiter_id": waiter.waiter_id, "reason": "admitted"}
+        )
+        await self.directory.moderated(me.identity, waiter.identity, session_id, "admitted")
+        return ok(participant_id=entered["participant_id"])
+
+    async def _refuse_waiter(self, sid: str, sock: _Socket, p: messages.RefuseWaiter) -> Ack:
+        live, me = await self._moderator(sock)
+        session_id = live.info.session_id
+        waiter = live.waiting.get(p.waiter_id)
+        if waiter is None:
+            return refuse("waiter_not_found", "nobody with that id is waiting")
+        live.banned.add(waiter.identity.key)
+        await self._unwait(session_id, waiter.sid, reason="refused")
+        wsock = self._socket(waiter.sid)
+        if wsock is not None and wsock.session_id == session_id:
+            wsock.session_id = wsock.participant_id = None
+        await self.sio.emit("session.refused", {"session_id": session_id, "reason": "refused"}, to=waiter.sid)
+        await self.directory.moderated(me.identity, waiter.identity, session_id, "refused")
+        return ok()
+
+    async def _mute(self, sid: str, sock: _Socket, p: messages.Mute) -> Ack:
+        live, me = await self._moderator(sock)
+        target = live.participants.get(p.participant_id)
+        if target is None:
+            return refuse("participant_not_found", "no such participant in this session")
+        target.muted = p.muted
+        if p.muted:
+            live.muted.add(target.identity.key)
+        else:
+            live.muted.discard(target.identity.key)
+        if self.media is not None:
+            self.media.set_muted(live, target)
+        await self.sio.emit(
+            "participant.muted",
+            {
+                "session_id": live.info.session_id,
+                "participant_id": target.participant_id,
+                "muted": p.muted,
+                "by": me.participant_id,
+            },
+            room=live.room,
+        )
+        if p.muted and live.speaker == target.participant_id:
+            await self._update_speaker(live)
+        await self.directory.moderated(
+            me.identity, target.identity, live.info.session_id, "muted" if p.muted else "unmuted"
+        )
+        return ok()
+
+    async def _remove_participant(self, sid: str, sock: _Socket, p: messages.Remove) -> Ack:
+        live, me = await self._moderator(sock)
+        target = live.participants.get(p.participant_id)
+        if target is None:
+            return refuse("participant_not_found", "no such participant in this session")
+        if target.participant_id == me.participant_id:
+            return refuse("invalid_payload", "leave instead of removing yourself")
+        session_id = live.info.session_id
+        live.banned.add(target.identity.key)
+        live.admitted.discard(target.identity.key)
+        tsock = self._socket(target.sid)
+        if tsock is not None and tsock.session_id == session_id:
+            tsock.session_id = tsock.participant_id = None
+        await self.sio.emit("session.removed", {"session_id": session_id, "reason": "removed"}, to=target.sid)
+        await self._remove(session_id, target.participant_id, reason="removed")
+        await self.directory.moderated(me.identity, target.identity, session_id, "removed")
+        return ok()
+
+    async def _audio_level(self, sid: str, sock: _Socket, p: messages.AudioLevel) -> Ack:
+        # Not re-authorised on every report (several a second); every other event is.
+        live, me = self._current(sock)
+        now = self.monotonic()
+        if now - me.level_at < speaker.MIN_INTERVAL:
+            return ok()
+        me.level, me.level_at = p.level, now
+        await self._update_speaker(live)
+        return ok()
+
+    async def _update_speaker(self, live: LiveSession) -> None:
+        chosen = speaker.pick(live, self.monotonic())
+        if chosen != live.speaker:
+            live.speaker = chosen
+            await self.sio.emit(
+                "speaker.active", {"session_id": live.info.session_id, "participant_id": chosen}, room=live.room
+            )
 
     # -- media --------------------------------------------------------------
 

@@ -28,6 +28,12 @@ class Participant:
     identity: Identity
     tracks: dict[str, TrackInfo] = field(default_factory=dict)
     chat_times: deque[float] = field(default_factory=deque)
+    moderator: bool = False
+    #: Muted by a moderator: the server does not forward this participant's audio.
+    muted: bool = False
+    #: Last reported microphone level (0..1) and when (monotonic seconds).
+    level: float = 0.0
+    level_at: float = 0.0
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -35,7 +41,26 @@ class Participant:
             "user_id": self.identity.user_id,
             "display_name": self.identity.display_name,
             "role": self.identity.role,
+            "moderator": self.moderator,
+            "muted": self.muted,
             "tracks": [t.wire() for t in self.tracks.values()],
+        }
+
+
+@dataclass
+class Waiter:
+    """Someone in the session's waiting room (came by invite, not yet admitted)."""
+
+    waiter_id: str
+    sid: str
+    identity: Identity
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "waiter_id": self.waiter_id,
+            "user_id": self.identity.user_id,
+            "display_name": self.identity.display_name,
+            "role": self.identity.role,
         }
 
 
@@ -46,10 +71,33 @@ class LiveSession:
     #: Pending "end when still empty" timer.
     empty_timer: asyncio.TimerHandle | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The waiting room, by waiter id.
+    waiting: dict[str, Waiter] = field(default_factory=dict)
+    #: Identity keys a moderator admitted: they rejoin (after a drop) without waiting again.
+    admitted: set[str] = field(default_factory=set)
+    #: Identity keys a moderator refused or removed: refused on join for the rest of the session.
+    banned: set[str] = field(default_factory=set)
+    #: Identity keys muted by a moderator (kept across a rejoin).
+    muted: set[str] = field(default_factory=set)
+    #: The active speaker's participant id.
+    speaker: str | None = None
+
+    def moderators(self) -> list[Participant]:
+        return [p for p in self.participants.values() if p.moderator]
+
+    def waiter_of(self, sid: str) -> Waiter | None:
+        for w in self.waiting.values():
+            if w.sid == sid:
+                return w
+        return None
 
     @property
     def room(self) -> str:
-        return f"session:{self.info.session_id}"
+        return self.room_of(self.info.session_id)
+
+    @staticmethod
+    def room_of(session_id: int) -> str:
+        return f"session:{session_id}"
 
     def by_identity_key(self, key: str) -> Participant | None:
         for p in self.participants.values():

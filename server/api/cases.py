@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.routing import Api, Call, Page, client_addr
-from server.errors import NotFound, ValidationFailed
+from server.errors import Conflict, NotFound, ValidationFailed
 from server.services import audit
 from server.services.cases import CaseCreate, CaseUpdate, CaseView, Transition
 from server.services.documents import missing_required
@@ -17,6 +17,8 @@ from server.services.identity import mask_id_number
 from server.services.policy import Action, may
 from server.services.principal import Role
 from server.storage.cases import CaseRepository
+from server.storage.experts import ExpertRepository
+from server.storage.sessions import SessionRepository
 from server.storage.users import InviteRepository
 
 api = Api()
@@ -96,9 +98,14 @@ class InviteCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     role: Role = Role.EXPERT
-    display_name: str = Field(min_length=1, max_length=200)
+    #: Required unless ``expert_id`` names a library entry (its name is then the default).
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
     invitee_user_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     ttl_seconds: int | None = Field(default=None, ge=60, le=7 * 24 * 3600)
+    #: Scope the invite to this one (open) session of the case: it joins nothing else.
+    session_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    #: Invite this expert of the library (role ``expert``; their account, if any, is the invitee).
+    expert_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 class InviteOut(BaseModel):
@@ -110,6 +117,8 @@ class InviteOut(BaseModel):
     expires_at: datetime
     used_at: datetime | None
     revoked_at: datetime | None
+    session_id: int | None = None
+    expert_id: int | None = None
     #: Returned once, at creation; only its hash is kept.
     token: str | None = None
 
@@ -128,6 +137,8 @@ class RedeemOut(BaseModel):
     case_id: int
     role: str
     display_name: str
+    #: The session the invite admits to (join it with ``session.join``), if it is scoped to one.
+    session_id: int | None = None
 
 
 def _number(view: CaseView) -> str:
@@ -297,18 +308,42 @@ def _invite_out(invite: Any, token: str | None = None) -> InviteOut:
 )
 async def create_invite(call: Call) -> InviteOut:
     sv, case_id = call.services, call.path_int("case_id")
+    body = call.body
     async with sv.db.transaction() as s:
         await sv.cases.load(s, call.me, case_id, Action.WRITE)
-        if call.body.role not in (Role.EXPERT, Role.INSPECTOR, Role.GUEST):
+        if body.role not in (Role.EXPERT, Role.INSPECTOR, Role.GUEST):
             raise ValidationFailed("invites are for experts, inspectors and guests", code="invalid_invite_role")
+        display_name, invitee = body.display_name, body.invitee_user_id
+        if body.expert_id is not None:
+            expert = await ExpertRepository(s).get(body.expert_id)
+            if expert is None or not expert.active:
+                raise NotFound("no such expert", code="expert_not_found")
+            if body.role is not Role.EXPERT:
+                raise ValidationFailed("an expert of the library is invited as an expert", code="invalid_invite_role")
+            display_name = display_name or expert.name
+            invitee = invitee or expert.user_id
+        if display_name is None:
+            raise ValidationFailed(
+                "display_name is required",
+                code="validation_error",
+                details={"errors": [{"loc": ["display_name"], "message": "required", "type": "missing"}]},
+            )
+        if body.session_id is not None:
+            session = await SessionRepository(s).get(body.session_id)
+            if session is None or session.case_id != case_id:
+                raise NotFound("no such session in this case", code="session_not_found")
+            if session.state != "open":
+                raise Conflict("the session has ended", code="session_ended")
         invite, token = await sv.auth.create_invite(
             s,
             case_id=case_id,
             created_by=call.me,
-            role=call.body.role,
-            display_name=call.body.display_name,
-            invitee_user_id=call.body.invitee_user_id,
-            ttl=call.body.ttl_seconds,
+            role=body.role,
+            display_name=display_name,
+            invitee_user_id=invitee,
+            ttl=body.ttl_seconds,
+            session_id=body.session_id,
+            expert_id=body.expert_id,
         )
         await audit.append(
             s,
@@ -316,7 +351,13 @@ async def create_invite(call: Call) -> InviteOut:
             case_id,
             call.me,
             "invite.created",
-            {"invite_id": invite.id, "role": invite.role, "display_name": invite.display_name},
+            {
+                "invite_id": invite.id,
+                "role": invite.role,
+                "display_name": invite.display_name,
+                "session_id": invite.session_id,
+                "expert_id": invite.expert_id,
+            },
         )
     return _invite_out(invite, token)
 
@@ -353,14 +394,33 @@ async def revoke_invite(call: Call) -> web.Response:
     auth=False,
 )
 async def redeem_invite(call: Call) -> RedeemOut:
-    sv, case_id = call.services, call.path_int("case_id")
+    return await _redeem(call, case_id=call.path_int("case_id"), session_id=None)
+
+
+@api.route(
+    "POST",
+    "/sessions/{session_id}/invites/redeem",
+    summary="Join a consultation or inspection session through its invite link",
+    tags=["invites"],
+    body=RedeemBody,
+    response=RedeemOut,
+    auth=False,
+)
+async def redeem_session_invite(call: Call) -> RedeemOut:
+    return await _redeem(call, case_id=None, session_id=call.path_int("session_id"))
+
+
+async def _redeem(call: Call, *, case_id: int | None, session_id: int | None) -> RedeemOut:
+    sv = call.services
     addr = client_addr(call.request, sv.settings.trust_forwarded_for)
     async with sv.db.transaction() as s:
-        invite, pair = await sv.auth.redeem_invite(s, case_id=case_id, token=call.body.token, client_addr=addr)
+        invite, pair = await sv.auth.redeem_invite(
+            s, case_id=case_id, session_id=session_id, token=call.body.token, client_addr=addr
+        )
         await audit.append(
             s,
             sv.clock,
-            case_id,
+            invite.case_id,
             None,
             "invite.redeemed",
             {
@@ -374,7 +434,8 @@ async def redeem_invite(call: Call) -> RedeemOut:
         access_token=pair.access_token,
         refresh_token=pair.refresh_token,
         expires_in=pair.expires_in,
-        case_id=case_id,
+        case_id=invite.case_id,
         role=invite.role,
         display_name=invite.display_name,
+        session_id=invite.session_id,
     )

@@ -17,7 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.clock import Clock
 from server.services import accounts, catalogue
 from server.services.principal import Role
+from server.storage.experts import ExpertRepository
+from server.storage.models import Expert
 from server.storage.orgs import OrgRepository
+from server.storage.users import UserRepository
 
 HERE = Path(__file__).parent
 
@@ -84,7 +87,30 @@ async def load(s: AsyncSession, clock: Clock, *, password: str | None = None) ->
             ),
         )
         users.append(DemoUser(u["username"], u["role"], u["unit"], pw))
+    await _experts(s, clock, district.get("experts", []))
     return users
+
+
+async def _experts(s: AsyncSession, clock: Clock, entries: list[dict[str, Any]]) -> None:
+    repo = ExpertRepository(s)
+    for e in entries:
+        user = await UserRepository(s).by_username(e["user"]) if e.get("user") else None
+        now = clock.now()
+        row = Expert(
+            user_id=user.id if user else None,
+            name=e["name"],
+            title=e.get("title"),
+            organisation=e["organisation"],
+            department_code=e.get("department"),
+            phone=e.get("phone"),
+            email=e.get("email"),
+            availability=e.get("availability", "available"),
+            note=None,
+            active=True,
+            created_at=now,
+            updated_at=now,
+        )
+        await repo.add(row, e["fields"])
 
 
 async def reset_passwords(s: AsyncSession, *, password: str | None = None) -> list[DemoUser]:

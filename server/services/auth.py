@@ -404,7 +404,13 @@ class AuthService:
         return invite, token
 
     async def redeem_invite(
-        self, s: AsyncSession, *, case_id: int | None, token: str, client_addr: str | None, session_id: int | None = None
+        self,
+        s: AsyncSession,
+        *,
+        case_id: int | None,
+        token: str,
+        client_addr: str | None,
+        session_id: int | None = None,
     ) -> tuple[Invite, TokenPair]:
         """Redeem through the case's link (``case_id``) or the session's link (``session_id``)."""
         repo = InviteRepository(s)
@@ -426,6 +432,14 @@ class AuthService:
             raise ApiError("this invite was already used", code="invite_used", status=410)
         pair = await self._open_session(s, user_id=invite.invitee_user_id, invite_id=invite.id, client_addr=client_addr)
         return invite, pair
+
+    async def revoke_invite_by_id(self, s: AsyncSession, invite_id: int) -> int | None:
+        """Revoke an invite by id (a moderator removed its holder); its login session ends with it."""
+        invite = await InviteRepository(s).get(invite_id)
+        if invite is None:
+            return None
+        await self.revoke_invite(s, invite)
+        return invite.id
 
     async def revoke_invite(self, s: AsyncSession, invite: Invite) -> None:
         self.session_cache.forget_invite(invite.id)

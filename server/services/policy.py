@@ -55,3 +55,14 @@ def may(principal: Principal, action: Action, case: CaseScope) -> bool:
         )
     # expert, inspector, guest
     return action is Action.READ and principal.invite_case_id == case.case_id
+
+
+def may_inspect(principal: Principal, case: CaseScope) -> bool:
+    """Run a site inspection of the case: open the task, ask for snapshots, mark items, make the report."""
+    return principal.role in (Role.CLERK, Role.ADMIN) and may(principal, Action.WRITE, case)
+
+
+def may_report_from_site(principal: Principal, case: CaseScope) -> bool:
+    """Send the phone's location and evidence photos: the inspector invited to the case, or who runs it."""
+    invited = principal.role is Role.INSPECTOR and principal.invite_case_id == case.case_id
+    return invited or may_inspect(principal, case)

@@ -33,4 +33,8 @@ class Principal:
     session_id: str
     #: Set for a principal that came in through an invite: the one case it may touch.
     invite_case_id: int | None = None
+    #: For an invite scoped to one session (a consultation or inspection): the only session it may join.
+    invite_session_id: int | None = None
+    #: The invite behind this principal (revoked when the host removes the participant).
+    invite_id: int | None = None
     client_addr: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from datetime import datetime
 
 from server.errors import ApiError
 from server.services.auth import AuthService
@@ -33,6 +34,10 @@ def _identity(p: Principal) -> Identity:
 PRINCIPAL_CACHE = 10_000
 
 
+def _who(p: Principal) -> dict[str, object]:
+    return {"display_name": p.display_name, "role": str(p.role), "invite_id": p.invite_id}
+
+
 class RealtimeApplication:
     """Answers signalling's questions from the database; remembers each identity's principal."""
 
@@ -43,6 +48,8 @@ class RealtimeApplication:
         #: Principals of recent identities (keeps the client address for the audit); bounded, least recently
         #: used first out.  A miss is not an error: the principal is loaded again from its login session.
         self._principals: OrderedDict[Identity, Principal] = OrderedDict()
+        #: When each live participant joined (for the duration in the audit), by (session id, participant id).
+        self._joined_at: dict[tuple[int, str], datetime] = {}
 
     async def _principal(self, identity: Identity) -> Principal:
         """The principal behind an identity; one authenticated by another process is loaded from its login."""
@@ -83,21 +90,45 @@ class RealtimeApplication:
                 # Re-check the login session too: a logout or revoked invite ends media access.
                 await self.auth.check_session(s, principal.session_id)
                 row = await self.sessions.get_joinable(s, principal, session_id)
+                moderator, must_wait = await self.sessions.admission(s, principal, row)
         except ApiError as exc:
             raise Refused(exc.code, exc.message) from None
-        return SessionInfo(row.id, row.case_id, row.kind, row.host_user_id)
+        return SessionInfo(row.id, row.case_id, row.kind, row.host_user_id, moderator=moderator, must_wait=must_wait)
 
     async def participant_joined(self, identity: Identity, session_id: int, participant_id: str) -> None:
+        principal = await self._principal(identity)
+        self._joined_at[(session_id, participant_id)] = self.sessions.clock.now()
+        if len(self._joined_at) > PRINCIPAL_CACHE:  # bounded: a lost leave never grows it without end
+            self._joined_at.pop(next(iter(self._joined_at)))
         async with self.db.transaction() as s:
             await self.sessions.record_presence(
-                s, await self._principal(identity), session_id, "session.joined", participant_id
+                s, principal, session_id, "session.joined", participant_id, _who(principal)
             )
 
     async def participant_left(self, identity: Identity, session_id: int, participant_id: str) -> None:
+        principal = await self._principal(identity)
+        joined = self._joined_at.pop((session_id, participant_id), None)
+        extra: dict[str, object] = _who(principal)
+        if joined is not None:
+            extra["duration_s"] = round((self.sessions.clock.now() - joined).total_seconds(), 1)
         async with self.db.transaction() as s:
-            await self.sessions.record_presence(
-                s, await self._principal(identity), session_id, "session.left", participant_id
-            )
+            await self.sessions.record_presence(s, principal, session_id, "session.left", participant_id, extra)
+
+    async def moderated(self, actor: Identity, target: Identity, session_id: int, action: str) -> None:
+        """Audit a moderation step; a refused or removed invitee's invite is revoked (its link is dead)."""
+        moderator = await self._principal(actor)
+        try:
+            subject: Principal | None = await self._principal(target)
+        except Refused:
+            subject = None
+        async with self.db.transaction() as s:
+            revoked = None
+            if action in ("refused", "removed") and subject is not None and subject.invite_id is not None:
+                revoked = await self.auth.revoke_invite_by_id(s, subject.invite_id)
+            details: dict[str, object] = {"target": target.display_name, "target_role": target.role}
+            if revoked is not None:
+                details["invite_id"] = revoked
+            await self.sessions.record_presence(s, moderator, session_id, f"participant.{action}", "", details)
 
     async def session_emptied(self, session_id: int) -> None:
         async with self.db.transaction() as s:

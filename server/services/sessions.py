@@ -72,9 +72,29 @@ class SessionService:
             await self.cases.load(s, principal, row.case_id, Action.READ)
         except NotFound:
             raise Forbidden("you may not join this session", code="join_forbidden") from None
+        if principal.invite_session_id is not None and principal.invite_session_id != row.id:
+            raise Forbidden("this invite is for another session", code="join_forbidden")
         if row.state != "open":
             raise Forbidden("the session has ended", code="session_ended")
         return row
+
+    async def admission(self, s: AsyncSession, principal: Principal, row: MediaSession) -> tuple[bool, bool]:
+        """``(moderator, must_wait)`` for ``principal`` in the session.
+
+        Moderators (the host, a clerk of the case, an admin) admit and refuse
+        the waiting room, mute and remove participants.  Whoever came in
+        through an invite link waits in the waiting room until admitted;
+        account holders of the case join directly.
+        """
+        if principal.invite_case_id is not None:
+            return False, True
+        is_host = principal.user_id is not None and principal.user_id == row.host_user_id
+        if is_host or principal.role is Role.ADMIN:
+            return True, False
+        if principal.role is Role.CLERK:
+            view = await self.cases.load(s, principal, row.case_id, Action.READ)
+            return may(principal, Action.TRANSITION, view.scope), False
+        return False, False
 
     async def end(self, s: AsyncSession, principal: Principal | None, session_id: int, reason: str) -> MediaSession:
         repo = SessionRepository(s)
@@ -101,8 +121,15 @@ class SessionService:
         return row
 
     async def record_presence(
-        self, s: AsyncSession, principal: Principal, session_id: int, action: str, participant_id: str
+        self,
+        s: AsyncSession,
+        principal: Principal,
+        session_id: int,
+        action: str,
+        participant_id: str,
+        extra: dict[str, object] | None = None,
     ) -> None:
+        """Audit a join, leave, admission or removal (with the participant's role, name and, on leave, duration)."""
         row = await SessionRepository(s).get(session_id)
         if row is not None:
             await audit.append(
@@ -111,7 +138,7 @@ class SessionService:
                 row.case_id,
                 principal,
                 action,
-                {"session_id": session_id, "participant_id": participant_id},
+                {"session_id": session_id, "participant_id": participant_id, **(extra or {})},
             )
 
     async def add_chat(self, s: AsyncSession, principal: Principal, session_id: int, text: str) -> ChatMessage:

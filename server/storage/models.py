@@ -131,6 +131,10 @@ class Invite(Base):
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    #: The one session the invite admits to (a consultation or inspection); ``NULL``: any session of the case.
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("media_sessions.id"), index=True)
+    #: The expert of the library the invite was made for, if any (for the audit and the report).
+    expert_id: Mapped[int | None] = mapped_column(ForeignKey("experts.id"))
 
 
 class Matter(Base):
@@ -531,3 +535,145 @@ class Alert(Base):
     created_at: Mapped[datetime]
     acknowledged_at: Mapped[datetime | None]
     acknowledged_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+# -- expert library, consultation notes, site inspection (issue 7) -------------------------------------------------
+
+
+class Expert(Base):
+    """An entry of the expert library (专家库): an expert with an account, or an outside one without."""
+
+    __tablename__ = "experts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The expert's account (role ``expert``), if they have one; outside experts join by invite link only.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str | None] = mapped_column(String(100))
+    #: Employer or department, free text (区市场监督管理局, an enterprise).
+    organisation: Mapped[str] = mapped_column(String(200))
+    #: Catalogue department code the expert advises (``market_regulation``), if any.
+    department_code: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(200))
+    #: ``available``, ``busy`` or ``unavailable``.
+    availability: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ExpertField(Base):
+    """A field of expertise of an expert (``food_safety``); the library is searched by these."""
+
+    __tablename__ = "expert_fields"
+
+    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"), primary_key=True)
+    field: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class CaseNote(Base):
+    """A note or the conclusion of a consultation, written into the case file."""
+
+    __tablename__ = "case_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("media_sessions.id"))
+    #: ``note`` or ``conclusion``.
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    author_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    author_name: Mapped[str] = mapped_column(String(200))
+    author_role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+
+
+class InspectionTask(Base):
+    """A remote site inspection (远程踏勘) of a case: the matter's checklist, its session, results and report."""
+
+    __tablename__ = "inspection_tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("media_sessions.id"), index=True)
+    #: ``open`` → ``completed``.
+    state: Mapped[str] = mapped_column(String(16))
+    #: The matter's inspection checklist when the task was made: ``[{code, name_zh, name_en}]``.
+    checklist: Mapped[list[Any]] = mapped_column(default=list)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    last_lat: Mapped[float | None] = mapped_column(Float)
+    last_lon: Mapped[float | None] = mapped_column(Float)
+    last_accuracy: Mapped[float | None] = mapped_column(Float)
+    last_location_at: Mapped[datetime | None]
+    #: The latest generated report (a document of the case).
+    report_document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
+
+
+class InspectionLocation(Base):
+    """A position the inspector's phone reported (Geolocation API), with its accuracy in metres."""
+
+    __tablename__ = "inspection_locations"
+    __table_args__ = (Index("ix_inspection_locations_task_at", "task_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("inspection_tasks.id"))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float] = mapped_column(Float)
+    #: Server time of arrival; ``device_at`` is the phone's own time of the fix.
+    at: Mapped[datetime]
+    device_at: Mapped[datetime | None]
+
+
+class InspectionEvidence(Base):
+    """A still photo taken on site, with its GPS/time/device stamps and a server-signed manifest."""
+
+    __tablename__ = "inspection_evidence"
+    __table_args__ = (UniqueConstraint("task_id", "client_key", name="uq_inspection_evidence_task_client_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("inspection_tasks.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    item_code: Mapped[str | None] = mapped_column(String(64))
+    #: The phone's idempotency key: a retried upload with the same key is not stored twice.
+    client_key: Mapped[str] = mapped_column(String(64))
+    #: The phone's sequence number (the order the photos were taken).
+    client_seq: Mapped[int] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(String(512), unique=True)
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    captured_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    device: Mapped[str] = mapped_column(String(200))
+    uploaded_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    uploaded_by_name: Mapped[str] = mapped_column(String(200))
+    #: Canonical JSON of the signed fields, and its Ed25519 signature (base64) by key ``key_id``.
+    manifest: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str] = mapped_column(String(32))
+
+
+class InspectionResult(Base):
+    """The clerk's mark on one checklist item: pass, fail or a note, with the evidence it rests on."""
+
+    __tablename__ = "inspection_results"
+    __table_args__ = (UniqueConstraint("task_id", "item_code", name="uq_inspection_results_task_item_code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("inspection_tasks.id"))
+    item_code: Mapped[str] = mapped_column(String(64))
+    #: ``pass``, ``fail`` or ``note``.
+    result: Mapped[str] = mapped_column(String(8))
+    note: Mapped[str | None] = mapped_column(Text)
+    evidence_ids: Mapped[list[Any]] = mapped_column(default=list)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    updated_by_name: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime]

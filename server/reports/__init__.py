@@ -1,0 +1,1 @@
+"""Documents the server writes itself (PDF reports)."""
