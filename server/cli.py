@@ -1,4 +1,4 @@
-"""The ``cloudwindow`` command: serve, db upgrade, admin create-user, demo load, audit verify, catalogue."""
+"""The ``cloudwindow`` command: serve, db, admin, demo load, audit verify, evidence verify, catalogue."""
 
 from __future__ import annotations
 
@@ -129,6 +129,42 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    """Verify every inspection evidence photo (or one case's): signature, record, stored photo."""
+    from server.objectstore import create_object_store
+    from server.services.evidence import EvidenceSigner
+    from server.services.inspections import verify_evidence
+    from server.storage.database import Database
+    from server.storage.inspections import InspectionRepository
+
+    settings = _settings(args)
+
+    async def run() -> list[tuple[int, int, list[str]]]:
+        secret = settings.resolved_secret_key()
+        signer = EvidenceSigner(secret)
+        store = create_object_store(settings.object_store, root=settings.resolved_object_root(), secret=secret)
+        db = Database(settings.resolved_database_url())
+        try:
+            async with db.transaction() as s:
+                repo = InspectionRepository(s)
+                rows = list(await (repo.evidence_of_case(args.case) if args.case else repo.all_evidence()))
+            out = []
+            for row in rows:
+                result = await verify_evidence(store, signer, row)
+                out.append((row.case_id, row.id, [] if result.valid else result.problems))
+            return out
+        finally:
+            await store.close()
+            await db.close()
+
+    results = asyncio.run(run())
+    bad = [r for r in results if r[2]]
+    for case_id, evidence_id, problems in bad:
+        print(f"case {case_id} evidence {evidence_id}: TAMPERED: {'; '.join(problems)}")
+    print(f"{len(results)} evidence photo(s) checked, {len(bad)} failed")
+    return 1 if bad else 0
+
+
 def cmd_catalogue(args: argparse.Namespace) -> int:
     from server.services import catalogue
 
@@ -192,6 +228,11 @@ def parser() -> argparse.ArgumentParser:
     av = au.add_parser("verify", help="verify the hash chains of case audit trails")
     av.add_argument("--case", type=int)
     av.set_defaults(fn=cmd_audit_verify)
+
+    ev = sub.add_parser("evidence", help="inspection evidence").add_subparsers(dest="evidence_command", required=True)
+    evv = ev.add_parser("verify", help="verify evidence photos against their signed manifests")
+    evv.add_argument("--case", type=int)
+    evv.set_defaults(fn=cmd_evidence_verify)
 
     cat = sub.add_parser("catalogue", help="matter catalogue import/export (YAML or .csv)")
     cat.add_argument("action", choices=["import", "export"])

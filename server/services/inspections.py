@@ -407,16 +407,7 @@ class InspectionService:
         return row
 
     async def verify(self, row: InspectionEvidence) -> Verification:
-        """Recompute the stored photo's hash and check it, the row and the signature (``EvidenceSigner.verify``)."""
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            async for chunk in self.store.get(row.object_key):
-                digest.update(chunk)
-                size += len(chunk)
-        except ObjectNotFound:
-            return self.signer.verify(row, None, None)
-        return self.signer.verify(row, digest.hexdigest(), size)
+        return await verify_evidence(self.store, self.signer, row)
 
     # -- checklist results ----------------------------------------------------
 
@@ -469,6 +460,19 @@ class InspectionService:
 
     async def results(self, s: AsyncSession, task_id: int) -> list[InspectionResult]:
         return list(await InspectionRepository(s).results(task_id))
+
+
+async def verify_evidence(store: ObjectStore, signer: EvidenceSigner, row: InspectionEvidence) -> Verification:
+    """Recompute the stored photo's hash and check it, the row and the signature (``EvidenceSigner.verify``)."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        async for chunk in store.get(row.object_key):
+            digest.update(chunk)
+            size += len(chunk)
+    except ObjectNotFound:
+        return signer.verify(row, None, None)
+    return signer.verify(row, digest.hexdigest(), size)
 
 
 class InspectionReports:
