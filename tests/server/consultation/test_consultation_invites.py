@@ -137,6 +137,11 @@ async def test_waiting_room_scope_refusal_and_removal(as_user: Any, client: Any,
     await until(lambda: bool(events(c, "session.admitted")), 5, "session.admitted")
     admitted = events(c, "session.admitted")[-1]
     assert admitted["participant_id"] == ack["participant_id"] and admitted["offer"]["sdp"]
+    # Weak network: an admitted invitee that drops and rejoins is not sent back to the waiting room.
+    rejoined = await c.sio.call("session.join", {"session_id": session_id}, timeout=10)
+    assert rejoined["ok"] and not rejoined.get("waiting") and rejoined["participant_id"], rejoined
+    admitted = {**admitted, "participant_id": rejoined["participant_id"]}
+    ack = {"participant_id": rejoined["participant_id"]}
     # Not a moderator: may not mute or remove.
     refused = await c.sio.call("participant.remove", {"participant_id": ack["participant_id"]}, timeout=10)
     assert refused["error"]["code"] == "not_moderator"

@@ -1,0 +1,103 @@
+"""Bad input to the inspection and consultation endpoints: stable 4xx codes, nothing half-written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from server.app import SERVICES
+from server.storage.models import InspectionEvidence, InspectionLocation
+from tests.server.api.conftest import form
+from tests.server.inspections.test_inspection_flow import CAPTURED, evidence_path, jpeg, start
+
+
+async def code(resp: Any) -> tuple[int, str]:
+    return resp.status, (await resp.json())["code"]
+
+
+async def test_bad_input_is_refused_with_stable_codes(as_user: Any, client: Any) -> None:
+    _, clerk, task, inspector = await start(as_user, client)
+    tid = task["id"]
+    base = f"/api/v1/inspections/{tid}"
+    for body in (
+        {"lat": "north", "lon": 1, "accuracy": 1},
+        {"lat": 1, "lon": 181, "accuracy": 1},
+        {"lat": 1, "lon": 1, "accuracy": -1},
+        {"lat": 1, "lon": 1},
+        {"lat": 1, "lon": 1, "accuracy": 1, "speed": 3},
+        {"lat": 1, "lon": 1, "accuracy": 1, "at": "yesterday"},
+    ):
+        assert await code(await inspector.post(f"{base}/locations", json=body)) == (422, "validation_error"), body
+    assert await code(await clerk.get("/api/v1/inspections/abc")) == (422, "invalid_path_parameter")
+    assert await code(await clerk.get("/api/v1/inspections/999999")) == (404, "inspection_not_found")
+    assert await code(await clerk.request("PUT", f"{base}/items/NOT-A-CODE", json={"result": "pass"})) == (
+        422,
+        "invalid_path_parameter",
+    )
+    assert await code(await clerk.request("PUT", f"{base}/items/no_such", json={"result": "pass"})) == (
+        404,
+        "unknown_inspection_item",
+    )
+    assert await code(await clerk.request("PUT", f"{base}/items/kitchen_area", json={"result": "maybe"})) == (
+        422,
+        "validation_error",
+    )
+    assert await code(await clerk.post(f"{base}/snapshot-requests", json={"item": "nope"})) == (
+        422,
+        "unknown_inspection_item",
+    )
+    assert await code(await clerk.post(f"{base}/report", json={"lang": "fr"})) == (422, "validation_error")
+
+    # Evidence stamps: missing or malformed query parameters, one coordinate without the other, no file part.
+    photo = jpeg((1, 2, 3))
+    for path in (
+        f"{base}/evidence?client_seq=1&captured_at=2026-12-01T10:00:00Z&device=x",
+        evidence_path(task, "short", 1),
+        evidence_path(task, "photo-bad-time", 1, captured_at="2026-12-01T10:00:00"),
+        evidence_path(task, "photo-bad-seq", -1),
+        evidence_path(task, "photo-bad-lat", 1, lat=123),
+    ):
+        assert await code(await inspector.post(path, data=form(photo, "p.jpg", "image/jpeg"))) == (
+            422,
+            "invalid_query",
+        ), path
+    when = CAPTURED.replace("+", "%2B")
+    one = f"{base}/evidence?client_key=photo-one-coord&client_seq=1&captured_at={when}&device=x&lat=1"
+    assert await code(await inspector.post(one, data=form(photo, "p.jpg", "image/jpeg"))) == (422, "validation_error")
+    resp = await inspector.post(evidence_path(task, "photo-no-file", 1), json={"x": 1})
+    assert await code(resp) == (415, "unsupported_content_type")
+    resp = await inspector.post(evidence_path(task, "photo-empty", 1), data=form(b"", "p.jpg", "image/jpeg"))
+    assert await code(resp) == (422, "empty_file")
+
+    # Notes and experts.
+    cid = task["case_id"]
+    assert await code(await clerk.post(f"/api/v1/cases/{cid}/notes", json={"text": ""})) == (422, "validation_error")
+    assert await code(await clerk.post(f"/api/v1/cases/{cid}/notes", json={"text": "x" * 20_001})) == (
+        422,
+        "validation_error",
+    )
+    assert await code(await clerk.post(f"/api/v1/cases/{cid}/notes", json={"text": "x", "session_id": 999999})) == (
+        404,
+        "session_not_found",
+    )
+    assert await code(await clerk.get("/api/v1/experts?availability=maybe")) == (422, "invalid_query")
+    assert await code(await clerk.get("/api/v1/experts?field=Food")) == (422, "invalid_query")
+
+    async with client.app[SERVICES].db.transaction() as s:
+        for model in (InspectionEvidence, InspectionLocation):
+            assert (await s.execute(select(func.count()).select_from(model))).scalar_one() == 0, model
+
+
+async def test_offline_photos_arrive_late_and_out_of_order_but_are_listed_in_order(as_user: Any, client: Any) -> None:
+    """The phone uploads what it kept while offline; retries of the same photo are stored once."""
+    _, clerk, task, inspector = await start(as_user, client)
+    photos = {seq: jpeg((seq * 40, 10, 10)) for seq in (1, 2, 3)}
+    for seq in (1, 3, 2, 3, 1):  # a retry after a lost response, and one upload overtaking another
+        resp = await inspector.post(
+            evidence_path(task, f"offline-{seq:04d}", seq), data=form(photos[seq], "p.jpg", "image/jpeg")
+        )
+        assert resp.status in (200, 201), await resp.text()
+    listed = (await (await clerk.get(f"/api/v1/inspections/{task['id']}/evidence")).json())["items"]
+    assert [e["client_seq"] for e in listed] == [1, 2, 3]
+    assert len({e["id"] for e in listed}) == 3
