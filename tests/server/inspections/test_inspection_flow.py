@@ -24,6 +24,7 @@ from server.cli import main as cli_main
 from server.settings import Settings
 from server.storage.models import InspectionEvidence
 from tests.conftest import Session
+from tests.media_harness import Caller, until
 from tests.server.api.conftest import form, open_case
 
 CAPTURED = "2026-12-01T09:30:00+08:00"
@@ -277,3 +278,41 @@ async def test_inspection_report_pdf_lists_results_and_embeds_photos(as_user: An
     audit = await (await clerk.get(f"/api/v1/cases/{task['case_id']}/audit")).json()
     actions = [e["action"] for e in audit["entries"]]
     assert actions.count("inspection.report") == 2 and "inspection.completed" in actions and audit["verified"]
+
+
+async def test_inspection_notices_reach_the_session(as_user: Any, client: Any) -> None:
+    """The clerk sees the phone's position and photos live; the phone hears the snapshot request."""
+    _, clerk, task, inspector = await start(as_user, client)
+    url = f"http://127.0.0.1:{client.server.port}"
+    desk, phone = Caller(url, clerk.token, 0), Caller(url, inspector.token, 0)
+    try:
+        for c in (desk, phone):
+            await c.connect()
+        assert (await desk.sio.call("session.join", {"session_id": task["session_id"]}, timeout=10))["ok"]
+        assert (await phone.sio.call("session.join", {"session_id": task["session_id"]}, timeout=10))["waiting"]
+        await until(lambda: any(e == "waiting.joined" for e, _ in desk.events), 5, "waiting.joined")
+        waiter = next(d for e, d in desk.events if e == "waiting.joined")["waiter"]
+        assert waiter["role"] == "inspector"
+        assert (await desk.sio.call("session.admit", {"waiter_id": waiter["waiter_id"]}, timeout=10))["ok"]
+        await until(lambda: any(e == "session.admitted" for e, _ in phone.events), 5, "session.admitted")
+
+        here = {"lat": 29.8683, "lon": 121.544, "accuracy": 9.0}
+        assert (await inspector.post(f"/api/v1/inspections/{task['id']}/locations", json=here)).status == 201
+        await until(lambda: any(e == "inspection.location" for e, _ in desk.events), 5, "inspection.location")
+        seen = next(d for e, d in desk.events if e == "inspection.location")
+        assert (seen["task_id"], seen["lat"], seen["lon"], seen["accuracy"]) == (task["id"], 29.8683, 121.544, 9.0)
+
+        asked = await clerk.post(f"/api/v1/inspections/{task['id']}/snapshot-requests", json={"item": "disinfection"})
+        request_id = (await asked.json())["request_id"]
+        await until(lambda: any(e == "inspection.snapshot_requested" for e, _ in phone.events), 5, "snapshot request")
+        notice = next(d for e, d in phone.events if e == "inspection.snapshot_requested")
+        assert notice["request_id"] == request_id and notice["item"] == "disinfection"
+
+        resp = await up(inspector, task, "photo-live-01", 1, "disinfection", jpeg((9, 9, 9)))
+        assert resp.status == 201
+        await until(lambda: any(e == "inspection.evidence" for e, _ in desk.events), 5, "inspection.evidence")
+        shown = next(d for e, d in desk.events if e == "inspection.evidence")
+        assert shown["item_code"] == "disinfection" and "signature" not in shown
+    finally:
+        for c in (desk, phone):
+            await c.close()
