@@ -2,47 +2,63 @@
 
 How a published track flows::
 
-    publisher --RTP--> RTCRtpReceiver: SRTP, NACK/RTX, jitter buffer, depacketiser
+    publisher --RTP--> RTCRtpReceiver: SRTP, NACK/RTX, frame assembly (signalling.sfu.jitter), depacketiser
                          | put((codec, JitterFrame))       (complete VP8/H264 frame, one Opus packet)
                          v
                        PassthroughQueue (stands in for the decoder queue)
                          | EncodedFrame, on the event-loop thread
                          v
-                       EncodedTrack (one per published track) --fan-out--> RelayTrack (one per subscriber)
-                                                                             | recv() -> av.Packet
-                                                                             v
-                       RTCRtpSender._next_encoded_frame: encoder.pack(packet) --RTP--> subscriber
+                       EncodedTrack (one per published track): packetises each frame once
+                         | --fan-out--> RelayTrack (one per subscriber): keyframe gating, timestamp rebasing
+                         v
+                       RtpForwarder (one per subscriber sender): RTP header, SRTP, sendto --> subscriber
 
 aiortc's receiver hands every reassembled frame to a decoder thread through a
 ``queue.Queue``.  For the SFU's receivers that queue is a
 :class:`PassthroughQueue`: its ``put`` turns the frame into an
 :class:`EncodedFrame` and forwards it; the decoder thread only ever receives
-the stop sentinel, so no decoder is ever constructed.  On the way out,
-aiortc's sender already accepts ``av.Packet`` from a track (the path
-``MediaPlayer(decode=False)`` uses) and only repacketises it: VP8 per RFC
-7741, H.264 per RFC 6184 (packetization-mode 1), Opus per RFC 7587.
+the stop sentinel, so no decoder is ever constructed.  The receiver's jitter
+buffer is replaced by one that releases a video frame at its marker packet
+and audio at once (:mod:`signalling.sfu.jitter`), and its bitrate estimator
+is switched off (REMB once per receiver report instead).  On the way out,
+each SFU sender runs an :class:`~signalling.sfu.forwarder.RtpForwarder`
+instead of aiortc's RTP loop: the publication packetises a frame once (VP8
+per RFC 7741, H.264 per RFC 6184 packetization-mode 1, Opus per RFC 7587,
+:mod:`signalling.sfu.packetiser`) and every subscriber's forwarder sends the
+same payloads under its own header, synchronously, as the frame arrives.
+Before a sender has started (DTLS not yet up), its relay queues the frames
+(a new subscriber's keyframe) and flushes them when it starts.  A relay
+without a forwarder (a recorder's) is read with ``recv()`` as an
+``av.Packet`` track.
 
-Back-pressure: each subscriber has its own bounded queue (:class:`RelayTrack`).
-A subscriber that falls behind loses frames, never the publisher or the
-other subscribers: audio drops its oldest packets, video drops the whole
-backlog and waits for the next keyframe (a video frame is useless without
-its references), asking the publisher for one.
+Back-pressure: each subscriber has its own bound.  A subscriber that falls
+behind loses frames, never the publisher or the other subscribers: audio
+drops its oldest packets, video drops the whole backlog (or, once its
+sender runs, a frame its socket cannot take) and waits for the next keyframe
+(a video frame is useless without its references), asking the publisher
+for one.  Each ICE connection's receive queue is bounded too
+(:func:`bound_receive_queue`), so an overloaded event loop loses packets
+instead of queueing seconds of them.
 
 Keyframes: a subscriber's PLI (RFC 4585 section 6.3.1) or FIR (RFC 5104
 section 4.3.1) arriving at its sender, a new subscriber and a subscriber
 waiting after overflow all end in :meth:`EncodedTrack.request_keyframe`,
 which a :class:`KeyframeRequester` turns into at most one PLI per interval
 to the publisher's media SSRC (RFC 5104 section 4.3.1.2 asks for such
-restraint; the trailing request is deferred, not lost).
+restraint; the trailing request is deferred, not lost).  A new subscriber
+waiting for its first keyframe asks *urgently*: its request only keeps a
+short interval (0.1 s) from the previous one.
 
-The aiortc patch (this module only, per instance, never global):
-``adopt_receiver`` replaces one receiver's private decoder queue;
-``adopt_sender`` wraps one sender's RTCP handler to observe PLI/FIR, and
-that sender's transport's RTP router to deliver FIR, whose media SSRC is 0
-and whose target is in the FCI (aiortc 1.16 routes feedback by media SSRC
-only and so drops FIR).  Client peers in the same process are untouched.
-:func:`check_aiortc` runs at import and refuses an aiortc whose internals
-no longer match.
+The aiortc patch (this package only, per instance, never global):
+``adopt_receiver`` replaces one receiver's private decoder queue, jitter
+buffer and bitrate estimator and wraps its ``_send_rtcp``; ``adopt_sender``
+wraps one sender's RTCP handler to observe PLI/FIR, that sender's transport's
+RTP router to deliver FIR, whose media SSRC is 0 and whose target is in the
+FCI (aiortc 1.16 routes feedback by media SSRC only and so drops FIR), and
+replaces the sender's ``_run_rtp`` and ``_retransmit`` with its forwarder's;
+``bound_receive_queue`` replaces one aioice connection's receive queue.
+Client peers in the same process are untouched.  :func:`check_aiortc` runs
+at import and refuses an aiortc or aioice whose internals no longer match.
 """
 
 from __future__ import annotations
@@ -58,18 +74,30 @@ from fractions import Fraction
 from struct import unpack_from
 from typing import Any, Protocol
 
+import aioice
 import aiortc
 import av
+from aioice.ice import Connection as _IceConnection
 from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import jitterbuffer as _jitterbuffer
 from aiortc import rtcpeerconnection as _rtcpeerconnection
+from aiortc.codecs.h264 import H264Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
-from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpRrPacket, pack_remb_fci
+
+from .forwarder import RtpForwarder, ntp_now
+from .jitter import AudioPacketBuffer, VideoFrameBuffer
+from .packetiser import Packetiser, packetiser_for
 
 __all__ = [
+    "AIOICE_SUPPORTED",
     "AIORTC_SUPPORTED",
+    "DEFAULT_ICE_QUEUE",
+    "DEFAULT_REMB_BITRATE",
     "AiortcCompatibilityError",
     "Clock",
+    "DroppingQueue",
     "EncodedFrame",
     "EncodedTrack",
     "KeyframeRequester",
@@ -77,6 +105,7 @@ __all__ = [
     "RelayTrack",
     "adopt_receiver",
     "adopt_sender",
+    "bound_receive_queue",
     "check_aiortc",
     "is_keyframe",
 ]
@@ -85,14 +114,36 @@ logger = logging.getLogger(__name__)
 
 AIORTC_SUPPORTED = ">=1.16,<1.17"
 """aiortc versions whose private internals this module was checked against."""
+AIOICE_SUPPORTED = ">=0.10.2,<0.14"
+"""aioice versions whose ``Connection`` receive queue :func:`bound_receive_queue` was checked against."""
 
 DEFAULT_VIDEO_QUEUE = 30
 """Frames a subscriber may lag behind on video (about 1 s at 30 fps) before it is reset to the next keyframe."""
 DEFAULT_AUDIO_QUEUE = 25
 """Opus packets (20 ms each, so 0.5 s) a subscriber may lag behind before the oldest are dropped."""
+DEFAULT_ICE_QUEUE = 128
+"""Datagrams one ICE connection may hold unread before the oldest are dropped (:func:`bound_receive_queue`)."""
+DEFAULT_REMB_BITRATE = 2_500_000
+"""Bit/s announced to video publishers by REMB, about once per second (:func:`adopt_receiver`)."""
 
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_BITRATE_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
+_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
+_KIND = "_RTCRtpReceiver__kind"
+_SENDER_STATE = (
+    "_RTCRtpSender__rtp_started",
+    "_RTCRtpSender__rtp_exited",
+    "_RTCRtpSender__rtp_header_extensions_map",
+    "_RTCRtpSender__mid",
+    "_RTCRtpSender__rtx_payload_type",
+    "_RTCRtpSender__rtx_sequence_number",
+    "_RTCRtpSender__ntp_timestamp",
+    "_RTCRtpSender__rtp_timestamp",
+    "_RTCRtpSender__octet_count",
+    "_RTCRtpSender__packet_count",
+)
 
 
 # --- the aiortc patch ------------------------------------------------------------------------------------------------
@@ -139,31 +190,65 @@ def _missing_names(func: Any, *names: str) -> list[str]:
 
 
 def check_aiortc() -> None:
-    """Raise :class:`AiortcCompatibilityError` unless aiortc's internals are the ones patched here.
+    """Raise :class:`AiortcCompatibilityError` unless aiortc's and aioice's internals are the ones patched here.
 
-    Checked: the version is within :data:`AIORTC_SUPPORTED`; the receiver
-    creates, starts and feeds ``__decoder_queue``/``__decoder_thread``; the
-    receiver can send PLI; the sender packs ``av.Packet``s and handles RTCP
-    in ``_handle_rtcp_packet``; the DTLS transport routes RTCP through its
-    ``_rtp_router.route_rtcp``; the msid of an m-section comes from
-    ``sender._stream_id``.
+    Checked: the versions are within :data:`AIORTC_SUPPORTED` and
+    :data:`AIOICE_SUPPORTED`; the receiver creates, starts and feeds
+    ``__decoder_queue``/``__decoder_thread``, assembles frames with
+    ``__jitter_buffer.add``, feeds ``__remote_bitrate_estimator`` only when it
+    is set, and sends RTCP through ``_send_rtcp``; aiortc's ``JitterBuffer``
+    has the ring the video buffer extends; the receiver can send PLI; the
+    sender starts ``_run_rtp`` from ``send()``, answers NACKs with
+    ``_retransmit``, keeps the state :class:`~signalling.sfu.forwarder.RtpForwarder`
+    updates (attributes set in ``__init__``) and handles
+    RTCP in ``_handle_rtcp_packet``; the DTLS transport protects with
+    ``_tx_srtp`` and routes RTCP through its ``_rtp_router.route_rtcp``; the
+    ICE connection queues datagrams on ``_queue`` and sends on ``_nominated``
+    pairs; aiortc's H.264 packetiser is there; the msid of an m-section comes
+    from ``sender._stream_id``.
     """
     problems: list[str] = []
     version = getattr(aiortc, "__version__", "0")
     if not _version_in(version, AIORTC_SUPPORTED):
         problems.append(f"aiortc {version} is outside {AIORTC_SUPPORTED}")
-    problems += _missing_names(RTCRtpReceiver.__init__, _DECODER_QUEUE, _DECODER_THREAD)
+    ice_version = getattr(aioice, "__version__", "0")
+    if not _version_in(ice_version, AIOICE_SUPPORTED):
+        problems.append(f"aioice {ice_version} is outside {AIOICE_SUPPORTED}")
+    problems += _missing_names(RTCRtpReceiver.__init__, _DECODER_QUEUE, _DECODER_THREAD, _JITTER_BUFFER)
+    problems += _missing_names(RTCRtpReceiver.__init__, _BITRATE_ESTIMATOR, _RTCP_SSRC, _KIND)
     problems += _missing_names(RTCRtpReceiver.receive, _DECODER_QUEUE, _DECODER_THREAD, "decoder_worker")
-    problems += _missing_names(RTCRtpReceiver._handle_rtp_packet, _DECODER_QUEUE, "put")
+    problems += _missing_names(
+        RTCRtpReceiver._handle_rtp_packet, _DECODER_QUEUE, "put", _JITTER_BUFFER, "add", _BITRATE_ESTIMATOR
+    )
+    problems += _missing_names(RTCRtpReceiver._run_rtcp, "_send_rtcp", "RtcpRrPacket")
+    problems += _missing_names(
+        _jitterbuffer.JitterBuffer.add, "_origin", "_packets", "_capacity", "_remove_frame", "smart_remove"
+    )
+    problems += _missing_names(_jitterbuffer.JitterBuffer.remove, "_origin", "_packets")
     problems += _missing_names(RTCRtpSender._next_encoded_frame, "pack")
+    problems += _missing_names(RTCRtpSender.send, "_run_rtp", "_RTCRtpSender__rtx_payload_type")
+    problems += _missing_names(RTCRtpSender._handle_rtcp_packet, "_retransmit")
+    problems += _missing_names(RTCRtpSender._run_rtcp, "_RTCRtpSender__ntp_timestamp", "_RTCRtpSender__packet_count")
     problems += _missing_names(RTCDtlsTransport.__init__, "_rtp_router")
+    problems += _missing_names(RTCDtlsTransport._send_rtp, "_tx_srtp", "protect", "_state", "_send")
     problems += _missing_names(RTCDtlsTransport._handle_rtcp_data, "route_rtcp", "_handle_rtcp_packet")
     problems += _missing_names(RtpRouter.__init__, "senders")
+    problems += _missing_names(_IceConnection.__init__, "_queue", "_nominated")
+    problems += _missing_names(_IceConnection.data_received, "_queue", "put_nowait")
+    problems += _missing_names(_IceConnection.recvfrom, "_queue", "get")
+    problems += _missing_names(_IceConnection.sendto, "_nominated", "protocol", "send_data", "remote_addr")
     problems += _missing_names(_rtcpeerconnection.create_media_description_for_transceiver, "_stream_id")
+    for name in ("_packetize", "_split_bitstream"):
+        if not callable(getattr(H264Encoder, name, None)):
+            problems.append(f"aiortc's H264Encoder.{name} is gone")
     if not inspect.iscoroutinefunction(getattr(RTCRtpReceiver, "_send_rtcp_pli", None)):
         problems.append("RTCRtpReceiver._send_rtcp_pli is gone")
     if not inspect.iscoroutinefunction(getattr(RTCRtpSender, "_handle_rtcp_packet", None)):
         problems.append("RTCRtpSender._handle_rtcp_packet is gone")
+    for name in ("_run_rtp", "_retransmit"):
+        if not inspect.iscoroutinefunction(getattr(RTCRtpSender, name, None)):
+            problems.append(f"RTCRtpSender.{name} is gone")
+    problems += _missing_names(RTCRtpSender.__init__, *_SENDER_STATE)
     if problems:
         raise AiortcCompatibilityError(
             "signalling.sfu.passthrough patches aiortc internals for " + AIORTC_SUPPORTED + ": " + "; ".join(problems)
@@ -196,7 +281,7 @@ class PassthroughQueue(queue.Queue[Any]):
         try:
             codec, jitter_frame = item
             frame = EncodedFrame.from_receiver(
-                codec.mimeType, codec.clockRate, jitter_frame.data, jitter_frame.timestamp
+                codec.mimeType, codec.clockRate, jitter_frame.data, jitter_frame.timestamp, self.frames
             )
             self.frames += 1
             self.bytes += len(frame.data)
@@ -207,22 +292,56 @@ class PassthroughQueue(queue.Queue[Any]):
             logger.exception("forwarding an encoded frame failed")
 
 
-def adopt_receiver(receiver: RTCRtpReceiver) -> PassthroughQueue:
+def adopt_receiver(receiver: RTCRtpReceiver, *, remb_bitrate: int | None = DEFAULT_REMB_BITRATE) -> PassthroughQueue:
     """Make ``receiver`` forward encoded frames instead of decoding them.
 
     Must run before the receiver starts (``receive()``, called by the peer
     connection once negotiation makes it receive); the returned queue's
-    ``sink`` decides where frames go.
+    ``sink`` decides where frames go.  Also, for this receiver only:
+
+    * frames are assembled by :class:`~signalling.sfu.jitter.VideoFrameBuffer`
+      (video, released at the marker bit) or
+      :class:`~signalling.sfu.jitter.AudioPacketBuffer` (audio, no prefetch);
+    * aiortc's ``RemoteBitrateEstimator`` is switched off: it ran on every
+      video packet and sent REMB (RFC draft-alvestrand-rmcat-remb) on most of
+      them, while the SFU adapts nothing to it.  Instead, with each receiver
+      report (every 0.5-1.5 s) a video receiver sends one REMB announcing
+      ``remb_bitrate`` bit/s (``None``: no REMB at all), so that a browser
+      publisher, whose congestion control caps its rate at the REMB value,
+      may ramp up to it on loss-based estimation alone.
     """
     if getattr(receiver, _DECODER_THREAD) is not None:
         raise RuntimeError("the receiver has already started decoding")
     passthrough = PassthroughQueue()
     setattr(receiver, _DECODER_QUEUE, passthrough)
+    video = getattr(receiver, _KIND) == "video"
+    setattr(receiver, _JITTER_BUFFER, VideoFrameBuffer() if video else AudioPacketBuffer())
+    setattr(receiver, _BITRATE_ESTIMATOR, None)
+    if video and remb_bitrate is not None:
+        _send_remb_with_reports(receiver, remb_bitrate)
     return passthrough
 
 
-def adopt_sender(sender: RTCRtpSender, on_keyframe_request: Callable[[], None]) -> None:
-    """Call ``on_keyframe_request`` whenever the remote receiver sends PLI or FIR for ``sender``."""
+def _send_remb_with_reports(receiver: RTCRtpReceiver, bitrate: int) -> None:
+    original = receiver._send_rtcp
+
+    async def send_rtcp(packet: Any) -> None:
+        await original(packet)
+        if isinstance(packet, RtcpRrPacket) and packet.reports:
+            ssrcs = [report.ssrc for report in packet.reports]
+            remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=packet.ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs))
+            await original(remb)
+
+    setattr(receiver, "_send_rtcp", send_rtcp)  # noqa: B010 - instance patch, see module docstring
+
+
+def adopt_sender(sender: RTCRtpSender, on_keyframe_request: Callable[[], None]) -> RtpForwarder | None:
+    """Call ``on_keyframe_request`` whenever the remote receiver sends PLI or FIR for ``sender``.
+
+    When the sender's track is a :class:`RelayTrack`, the sender also gets an
+    :class:`~signalling.sfu.forwarder.RtpForwarder` in place of aiortc's RTP
+    loop (returned; must happen before the sender starts).
+    """
     original = sender._handle_rtcp_packet
 
     async def handle_rtcp_packet(packet: Any) -> None:
@@ -235,6 +354,57 @@ def adopt_sender(sender: RTCRtpSender, on_keyframe_request: Callable[[], None]) 
 
     setattr(sender, "_handle_rtcp_packet", handle_rtcp_packet)  # noqa: B010 - instance patch, see module docstring
     _route_fir(sender.transport)
+    track = sender.track
+    if not isinstance(track, RelayTrack):
+        return None
+    forwarder = RtpForwarder(sender, track)
+    forwarder.install()
+    return forwarder
+
+
+class DroppingQueue(asyncio.Queue[Any]):
+    """An ``asyncio.Queue`` that, when full, drops its oldest item to make room (``dropped`` counts them).
+
+    The end-of-connection sentinel ``None`` is never dropped: putting it
+    empties the queue first, and nothing is queued behind it.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.dropped = 0
+        self._ended = False
+
+    def put_nowait(self, item: Any) -> None:
+        if self._ended:
+            return
+        if item is None:
+            self._ended = True
+            while not self.empty():
+                self.get_nowait()
+        elif self.full():
+            self.get_nowait()
+            self.dropped += 1
+        super().put_nowait(item)
+
+
+def bound_receive_queue(connection: _IceConnection, maxsize: int = DEFAULT_ICE_QUEUE) -> DroppingQueue:
+    """Bound an aioice connection's queue of received datagrams, dropping the oldest beyond ``maxsize``.
+
+    aioice queues every datagram on an unbounded ``asyncio.Queue`` until the
+    DTLS transport reads it; when the event loop falls behind, the backlog (and
+    the latency) grows without limit instead of the kernel dropping packets.
+    Bounded, overload becomes loss, which RTCP, NACK and PLI handle.  Must run
+    before the connection receives data; running it again returns the same
+    queue.
+    """
+    current = connection._queue
+    if isinstance(current, DroppingQueue):
+        return current
+    if not current.empty():
+        raise RuntimeError("the ICE connection has already received data")
+    bounded = DroppingQueue(maxsize)
+    connection._queue = bounded
+    return bounded
 
 
 def _route_fir(transport: RTCDtlsTransport) -> None:
@@ -287,18 +457,23 @@ def is_keyframe(mime_type: str, data: bytes) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class EncodedFrame:
-    """One complete encoded frame: ``pts`` counts ``time_base`` units (the RTP clock) from the track's start."""
+    """One complete encoded frame: ``pts`` counts ``time_base`` units (the RTP clock) from the track's start.
+
+    ``sequence`` numbers the frames of one receiver from 0; the VP8 picture id
+    sent to subscribers is derived from it (:mod:`signalling.sfu.packetiser`).
+    """
 
     data: bytes
     pts: int
     time_base: Fraction
     keyframe: bool
     mime_type: str
+    sequence: int = 0
 
     @classmethod
-    def from_receiver(cls, mime_type: str, clock_rate: int, data: bytes, pts: int) -> EncodedFrame:
+    def from_receiver(cls, mime_type: str, clock_rate: int, data: bytes, pts: int, sequence: int = 0) -> EncodedFrame:
         mime = mime_type.lower()
-        return cls(data, pts, Fraction(1, clock_rate), is_keyframe(mime, data), mime)
+        return cls(data, pts, _time_base(clock_rate), is_keyframe(mime, data), mime, sequence)
 
     def to_packet(self, pts: int | None = None) -> av.Packet[Any]:
         packet = av.Packet(self.data)
@@ -306,6 +481,16 @@ class EncodedFrame:
         packet.time_base = self.time_base
         packet.is_keyframe = self.keyframe
         return packet
+
+
+_TIME_BASES: dict[int, Fraction] = {}
+
+
+def _time_base(clock_rate: int) -> Fraction:
+    time_base = _TIME_BASES.get(clock_rate)
+    if time_base is None:
+        time_base = _TIME_BASES[clock_rate] = Fraction(1, clock_rate)
+    return time_base
 
 
 # --- keyframe requests -----------------------------------------------------------------------------------------------
@@ -338,30 +523,59 @@ class KeyframeRequester:
 
     A request inside the interval is deferred to its end (several coalesce
     into one), so the last subscriber to ask is always served.
+    :meth:`request_urgent` (a new subscriber waiting for its first frame)
+    only has to keep ``urgent_interval`` from the previous request sent, so
+    subscribers joining one after another each get a keyframe at once
+    instead of waiting up to ``min_interval``.
     """
 
-    def __init__(self, send: Callable[[], None], *, min_interval: float = 0.5, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        send: Callable[[], None],
+        *,
+        min_interval: float = 0.5,
+        urgent_interval: float = 0.1,
+        clock: Clock | None = None,
+    ) -> None:
         self._send = send
         self._min_interval = min_interval
+        self._urgent_interval = min(urgent_interval, min_interval)
         self._clock = clock or LoopClock()
         self._last: float | None = None
         self._timer: Cancellable | None = None
+        self._timer_due = 0.0
         self._closed = False
         self.requested = 0
         self.sent = 0
 
     def request(self) -> None:
+        self._request(self._min_interval)
+
+    def request_urgent(self) -> None:
+        self._request(self._urgent_interval)
+
+    def _request(self, interval: float) -> None:
         self.requested += 1
-        if self._closed or self._timer is not None:
+        if self._closed:
             return
         now = self._clock.time()
-        if self._last is None or now - self._last >= self._min_interval:
+        due = now if self._last is None else self._last + interval
+        if due <= now:
+            self._cancel_timer()
             self._fire(now)
-        else:
-            self._timer = self._clock.call_later(self._last + self._min_interval - now, self._deferred)
+            return
+        if self._timer is not None:
+            if self._timer_due <= due:
+                return
+            self._cancel_timer()
+        self._timer_due = due
+        self._timer = self._clock.call_later(due - now, self._deferred)
 
     def close(self) -> None:
         self._closed = True
+        self._cancel_timer()
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -394,6 +608,12 @@ class RelayTrack(MediaStreamTrack):
     (an SFU sender, which aiortc cannot restart once its track has ended).
     ``mime_type`` restricts it to one codec: a sender negotiated for VP8
     must never be handed H.264.
+
+    While an :class:`~signalling.sfu.forwarder.RtpForwarder` is bound
+    (:meth:`bind`, from the moment its sender starts), frames are not queued
+    but handed to it as the source pushes them, with the source's shared
+    packetisation; the queue then only holds frames from before the sender
+    started (a new subscriber's first keyframe), which :meth:`bind` flushes.
     """
 
     def __init__(
@@ -414,9 +634,11 @@ class RelayTrack(MediaStreamTrack):
         self._source: EncodedTrack | None = None
         self._source_ended = False
         self._need_keyframe = kind == "video"
+        self._joining = kind == "video"
         self._rebase = True
         self._offset = 0
         self._last_pts: int | None = None
+        self._forwarder: RtpForwarder | None = None
         self.frames_forwarded = 0
         self.frames_dropped = 0
 
@@ -424,8 +646,12 @@ class RelayTrack(MediaStreamTrack):
     def source(self) -> EncodedTrack | None:
         return self._source
 
+    @property
+    def forwarder(self) -> RtpForwarder | None:
+        return self._forwarder
+
     def attach(self, source: EncodedTrack) -> None:
-        """Start relaying ``source`` (from its next keyframe for video); asks it for a keyframe."""
+        """Start relaying ``source`` (from its next keyframe for video); asks it for a keyframe at once."""
         if source.kind != self.kind:
             raise ValueError(f"cannot relay {source.kind} on a {self.kind} relay")
         if source is self._source:
@@ -435,7 +661,7 @@ class RelayTrack(MediaStreamTrack):
         self._source_ended = False
         self._rebase = True
         source._subscribe(self)
-        self.require_keyframe()
+        self.require_keyframe(urgent=True)
 
     def detach(self) -> None:
         if self._source is not None:
@@ -443,18 +669,39 @@ class RelayTrack(MediaStreamTrack):
             self._source = None
         self._queue.clear()
 
-    def require_keyframe(self) -> None:
-        """Drop the backlog and restart from the next keyframe (video), asking the source for one now."""
+    def require_keyframe(self, *, urgent: bool = False) -> None:
+        """Drop the backlog and restart from the next keyframe (video), asking the source for one now.
+
+        ``urgent``: the subscriber has nothing to show yet (a new
+        subscription), so the request may bypass most of the rate limit
+        (:meth:`KeyframeRequester.request_urgent`) until the keyframe comes.
+        """
         if self.kind != "video":
             return
         self.frames_dropped += len(self._queue)
         self._queue.clear()
         self._need_keyframe = True
+        self._joining = self._joining or urgent
         self.request_keyframe()
 
     def request_keyframe(self) -> None:
         if self._source is not None:
-            self._source.request_keyframe()
+            self._source.request_keyframe(urgent=self._joining)
+
+    def bind(self, forwarder: RtpForwarder) -> None:
+        """Hand frames to ``forwarder`` from now on, starting with the ones queued so far."""
+        self._forwarder = forwarder
+        queued = list(self._queue)
+        self._queue.clear()
+        for frame in queued:
+            if self._forwarder is not forwarder:
+                break
+            packetise = packetiser_for(frame.mime_type)
+            self._forward(forwarder, frame, packetise(frame.data, frame.sequence), ntp_now())
+
+    def unbind(self, forwarder: RtpForwarder) -> None:
+        if self._forwarder is forwarder:
+            self._forwarder = None
 
     def _deliver(self, frame: EncodedFrame) -> None:
         if self.readyState != "live" or (self.mime_type is not None and frame.mime_type != self.mime_type):
@@ -466,6 +713,12 @@ class RelayTrack(MediaStreamTrack):
                 self.request_keyframe()
                 return
             self._need_keyframe = False
+            self._joining = False
+        forwarder = self._forwarder
+        if forwarder is not None and self._source is not None:
+            payloads, ntp = self._source._packed(frame)
+            self._forward(forwarder, frame, payloads, ntp)
+            return
         if len(self._queue) >= self._max_queue:
             if self.kind == "video":
                 self.frames_dropped += len(self._queue)
@@ -480,6 +733,21 @@ class RelayTrack(MediaStreamTrack):
                 self.frames_dropped += 1
         self._queue.append(frame)
         self._wakeup.set()
+
+    def _forward(self, forwarder: RtpForwarder, frame: EncodedFrame, payloads: list[bytes], ntp: int) -> None:
+        try:
+            sent = forwarder.send_frame(payloads, self._map_pts(frame), ntp)
+        except Exception:
+            # One subscriber's failure must not reach the publisher's receive loop or the other subscribers.
+            logger.exception("forwarding a frame to a subscriber failed")
+            sent = False
+        if sent:
+            self.frames_forwarded += 1
+            return
+        self.frames_dropped += 1
+        if self.kind == "video" and not self._need_keyframe:
+            self._need_keyframe = True
+            self.request_keyframe()
 
     def _source_stopped(self) -> None:
         self._source = None
@@ -526,22 +794,39 @@ class EncodedTrack(MediaStreamTrack):
     """A published track as encoded frames, fanned out to any number of :class:`RelayTrack`.
 
     ``push`` never blocks and never queues here; each relay applies its own
-    bound.  ``recv()`` (for a consumer that wants the track itself, e.g. a
+    bound, or hands the frame straight to its forwarder.  A frame is
+    packetised at most once, when the first forwarder needs it, and the
+    NTP time read then is the one every subscriber's packets carry.
+    ``recv()`` (for a consumer that wants the track itself, e.g. a
     recorder) reads through a private relay created on first use.
-    ``request_keyframe`` reaches the publisher through the callable given at
-    construction (normally a :class:`KeyframeRequester`).
+    ``request_keyframe`` reaches the publisher through the callables given
+    at construction (normally :meth:`KeyframeRequester.request` and
+    :meth:`KeyframeRequester.request_urgent`; without the urgent one, every
+    request is an ordinary one).
     """
 
-    def __init__(self, kind: str, *, request_keyframe: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        request_keyframe: Callable[[], None] | None = None,
+        request_keyframe_urgent: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
         self.kind = kind
         self._request_keyframe = request_keyframe
+        self._request_keyframe_urgent = request_keyframe_urgent or request_keyframe
         self._relays: list[RelayTrack] = []
         self._sinks: list[Callable[[EncodedFrame], None]] = []
         self._tap: RelayTrack | None = None
+        self._packed_frame: EncodedFrame | None = None
+        self._packed_value: tuple[list[bytes], int] = ([], 0)
+        self._packetiser: Packetiser | None = None
+        self._packetiser_mime: str | None = None
         self.frames = 0
         self.bytes = 0
         self.keyframes = 0
+        self.packetised = 0
         self.mime_type: str | None = None
         #: ``False`` stops forwarding to subscribers (a host's server-side mute); sinks (recorders) still get frames.
         self.forwarding = True
@@ -566,6 +851,18 @@ class EncodedTrack(MediaStreamTrack):
                 logger.exception("a frame sink failed; it is removed")
                 self.remove_sink(sink)
 
+    def _packed(self, frame: EncodedFrame) -> tuple[list[bytes], int]:
+        """The RTP payloads of ``frame`` and the NTP time to send them with, computed once per frame."""
+        if frame is self._packed_frame:
+            return self._packed_value
+        if self._packetiser is None or self._packetiser_mime != frame.mime_type:
+            self._packetiser = packetiser_for(frame.mime_type)
+            self._packetiser_mime = frame.mime_type
+        self._packed_frame = frame
+        self._packed_value = (self._packetiser(frame.data, frame.sequence), ntp_now())
+        self.packetised += 1
+        return self._packed_value
+
     def add_sink(self, sink: Callable[[EncodedFrame], None]) -> None:
         """Call ``sink(frame)`` for every frame pushed from now on, on the event loop, in order.
 
@@ -586,9 +883,12 @@ class EncodedTrack(MediaStreamTrack):
         relay.attach(self)
         return relay
 
-    def request_keyframe(self) -> None:
-        if self.kind == "video" and self._request_keyframe is not None and self.readyState == "live":
-            self._request_keyframe()
+    def request_keyframe(self, urgent: bool = False) -> None:
+        if self.kind != "video" or self.readyState != "live":
+            return
+        request = self._request_keyframe_urgent if urgent else self._request_keyframe
+        if request is not None:
+            request()
 
     async def recv(self) -> av.Packet[Any]:
         if self._tap is None:
@@ -601,6 +901,7 @@ class EncodedTrack(MediaStreamTrack):
         super().stop()
         relays, self._relays = self._relays, []
         self._sinks = []
+        self._packed_frame = None
         for relay in relays:
             relay._source_stopped()
 

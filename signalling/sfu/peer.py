@@ -48,7 +48,15 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from .errors import MediaPolicyError, MediaRoomError
 from .network import CandidateKey, MediaNetworkConfig, candidate_key, check_candidate, filter_sdp, gather_from
 from .network import rewrite_advertised as _rewrite_advertised
-from .passthrough import Clock, EncodedTrack, KeyframeRequester, PassthroughQueue, RelayTrack, adopt_receiver
+from .passthrough import (
+    Clock,
+    EncodedTrack,
+    KeyframeRequester,
+    PassthroughQueue,
+    RelayTrack,
+    adopt_receiver,
+    bound_receive_queue,
+)
 from .passthrough import adopt_sender as _adopt_sender
 
 __all__ = [
@@ -94,7 +102,9 @@ class Publication:
         self.info = info
         self.codec = codec
         self.requester = requester
-        self.track = EncodedTrack(info.kind, request_keyframe=requester.request)
+        self.track = EncodedTrack(
+            info.kind, request_keyframe=requester.request, request_keyframe_urgent=requester.request_urgent
+        )
 
     @property
     def live(self) -> bool:
@@ -468,6 +478,7 @@ class MediaPeer:
     def _add_recv_slot(self, label: TrackLabel) -> RecvSlot:
         transceiver = self.pc.addTransceiver(LABEL_KIND[label], direction="recvonly")
         transceiver.setCodecPreferences(self._preferences(transceiver.kind))
+        bound_receive_queue(transceiver.receiver.transport.transport._connection)
         slot = RecvSlot(transceiver, label, adopt_receiver(transceiver.receiver))
         self._recv.append(slot)
         return slot
@@ -483,6 +494,7 @@ class MediaPeer:
         if kind == "video":
             pinned += [c for c in capabilities if _codec_name(c.mimeType) == "rtx"]
         transceiver.setCodecPreferences(pinned)
+        bound_receive_queue(transceiver.sender.transport.transport._connection)
         _adopt_sender(transceiver.sender, relay.request_keyframe)
         slot = SendSlot(transceiver, relay, _capability_params(pinned[0]))
         self._send.append(slot)
@@ -573,7 +585,7 @@ class MediaPeer:
             if send.fresh and send.publication is not None and send.started:
                 # A reused sender runs on while inactive, dropping what it reads (the keyframe too).
                 # A new sender reads nothing before it starts, so its relay still holds the keyframe.
-                send.relay.require_keyframe()
+                send.relay.require_keyframe(urgent=True)
             send.fresh = False
             send.started = send.started or send.transceiver.currentDirection == "sendonly"
         return outcome

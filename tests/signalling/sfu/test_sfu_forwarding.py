@@ -236,16 +236,18 @@ async def test_late_subscriber_gets_a_keyframe_quickly() -> None:
     bob = Client("bob", 2, audio=False, video=False)
     try:
         await call.join(alice)
-        # aiortc's VP8 encoder makes a keyframe only at the start or on request (kf_max_dist 3000).
-        await until(lambda: alice.camera is not None and alice.camera.number >= 30, 10, "alice streaming")
+        # aiortc's VP8 encoder makes a keyframe only at the start, on request (kf_max_dist 3000) and when the
+        # SFU's first REMB (within 1.5 s) changes its bitrate by more than 10 % (it then restarts the encoder).
+        await until(lambda: alice.camera is not None and alice.camera.number >= 75, 10, "alice streaming")
         publication = next(p for p in call.room.peer("alice").publications if p.info.label == "camera")
-        assert publication.track.keyframes == 1
+        before = publication.track.keyframes
+        assert 1 <= before <= 2
         joined = time.monotonic()
         await call.join(bob)
         await until(lambda: len(bob.from_tag(1)) >= 1, 5, "first decodable frame")
         first_frame = bob.received[next(iter(bob.received))].video[0][2] - joined
         assert first_frame < 2.0, f"first picture after {first_frame:.2f}s"
-        assert publication.track.keyframes >= 2  # the PLI reached alice's encoder
+        assert publication.track.keyframes > before  # the PLI reached alice's encoder
         assert publication.requester.sent >= 1
         # Nothing undecodable was forwarded ahead of the keyframe.
         assert all(r.unreadable == 0 for r in bob.received.values())
