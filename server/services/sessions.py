@@ -23,6 +23,8 @@ from server.storage.models import ChatMessage, MediaSession
 from server.storage.sessions import SessionRepository
 
 SessionKind = Literal["call", "consultation", "inspection"]
+#: Session kinds whose invitees wait to be admitted.
+WAITING_ROOM_KINDS = frozenset({"consultation", "inspection"})
 
 
 class SessionCreate(BaseModel):
@@ -82,12 +84,13 @@ class SessionService:
         """``(moderator, must_wait)`` for ``principal`` in the session.
 
         Moderators (the host, a clerk of the case, an admin) admit and refuse
-        the waiting room, mute and remove participants.  Whoever came in
-        through an invite link waits in the waiting room until admitted;
-        account holders of the case join directly.
+        the waiting room, mute and remove participants.  In a consultation or
+        an inspection, whoever came in through an invite link waits in the
+        waiting room until admitted; in a plain call (the citizen at home by
+        link, 屏对屏) an invitee joins directly, as do account holders of the case.
         """
         if principal.invite_case_id is not None:
-            return False, True
+            return False, row.kind in WAITING_ROOM_KINDS
         is_host = principal.user_id is not None and principal.user_id == row.host_user_id
         if is_host or principal.role is Role.ADMIN:
             return True, False
