@@ -64,6 +64,7 @@ from server.storage.models import (
 from server.storage.orgs import OrgRepository
 from server.storage.queue import (
     DuplicateActive,
+    LineTicket,
     QueuePolicyRepository,
     TicketRepository,
     WaitingStats,
@@ -193,7 +194,7 @@ class TicketCall:
 
 @dataclass
 class BoardEntry:
-    ticket: Ticket
+    ticket: LineTicket
     position: int
     estimated_wait: int
 
@@ -1017,7 +1018,7 @@ class QueueService:
         tickets = TicketRepository(s)
         windows = WindowRepository(s)
         matters = (await windows.served_matter_ids(window.id) or None) if window is not None else None
-        line = await tickets.waiting(department_id, matters)
+        line = await tickets.line(department_id, matters)
         states = await self.window_states(
             s, [window] if window is not None else await windows.of_department(department_id)
         )
