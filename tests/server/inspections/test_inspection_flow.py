@@ -273,6 +273,16 @@ async def test_inspection_report_pdf_lists_results_and_embeds_photos(as_user: An
         "121.544000",
     ):
         assert needle in en, needle
+    zh = texts["zh"]
+    for needle in (
+        "远程踏勘报告",
+        "食品经营许可（新办）",
+        "厨房（加工操作间）面积与布局",
+        "合格",
+        "不合格",
+        "供水及排水设施",
+    ):
+        assert needle in zh, needle
     detail = await (await clerk.get(f"/api/v1/inspections/{tid}")).json()
     assert detail["report_document_id"] is not None
     audit = await (await clerk.get(f"/api/v1/cases/{task['case_id']}/audit")).json()
@@ -288,7 +298,9 @@ async def test_inspection_notices_reach_the_session(as_user: Any, client: Any) -
     try:
         for c in (desk, phone):
             await c.connect()
-        assert (await desk.sio.call("session.join", {"session_id": task["session_id"]}, timeout=10))["ok"]
+        joined = await desk.sio.call("session.join", {"session_id": task["session_id"]}, timeout=10)
+        # An inspection session is an ordinary case session: recorded like a call.
+        assert joined["ok"] and joined["session"]["kind"] == "inspection" and joined["session"]["recording"] is True
         assert (await phone.sio.call("session.join", {"session_id": task["session_id"]}, timeout=10))["waiting"]
         await until(lambda: any(e == "waiting.joined" for e, _ in desk.events), 5, "waiting.joined")
         waiter = next(d for e, d in desk.events if e == "waiting.joined")["waiter"]
