@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run serve migrate demo lint typecheck imports test test-py bench clean
+.PHONY: setup system-deps web run serve migrate demo lint typecheck imports test test-py test-web bench clean
 
 setup: $(STAMP)
 
@@ -14,6 +14,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The browser client (Vue 3 + Element Plus), built into web_client/dist, which the server serves (no CDN).
+WEB := web_client
+WEB_STAMP := $(WEB)/node_modules/.installed
+WEB_SOURCES := $(shell find $(WEB)/src $(WEB)/index.html $(WEB)/vite.config.ts -type f 2>/dev/null)
+
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+$(WEB)/dist/index.html: $(WEB_STAMP) $(WEB_SOURCES)
+	cd $(WEB) && npx vite build --logLevel warn
+
+web: $(WEB)/dist/index.html
+
 migrate: setup
 	$(BIN)/cloudwindow db upgrade
 
@@ -21,10 +35,10 @@ demo: migrate
 	$(BIN)/cloudwindow demo load
 
 # Everything a newcomer needs: install, migrate, load the demo district, serve on 127.0.0.1:8080.
-run: demo
+run: demo web
 	$(BIN)/cloudwindow serve
 
-serve: setup
+serve: setup web
 	$(BIN)/cloudwindow serve
 
 lint: setup
@@ -37,23 +51,31 @@ typecheck: setup
 imports: setup
 	$(BIN)/lint-imports
 
-# Debian packages the tests drive for real (coturn for TURN). Installed when we may; tests fail in CI without them.
-SYSTEM_PACKAGES := coturn
+# Debian packages the tests drive for real: coturn for TURN, Chromium (and a CJK font for its screenshots) for the
+# browser tests. Installed when we may; the tests fail in CI without them.
+SYSTEM_PACKAGES := coturn chromium fonts-wqy-zenhei
 system-deps:
-	@if ! command -v turnserver >/dev/null; then \
+	@if ! command -v turnserver >/dev/null || ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi wqy; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get install -y -q $(SYSTEM_PACKAGES) || (apt-get update -q && apt-get install -y -q $(SYSTEM_PACKAGES))) >/dev/null; \
-	  else echo "install: $(SYSTEM_PACKAGES) (apt-get install $(SYSTEM_PACKAGES)); their tests are skipped without them"; fi; \
+	  else echo "install: $(SYSTEM_PACKAGES) (apt-get install $(SYSTEM_PACKAGES)); the TURN tests skip without coturn locally, the browser tests fail without Chromium"; fi; \
 	fi
 
 test-py: setup system-deps
 	$(BIN)/pytest -q
 
-# The whole suite: linters, types, import rules, tests.
-test: lint typecheck imports test-py
+# Browser client: type check (vue-tsc), unit tests (Vitest), then the Playwright flows in Debian's Chromium against a
+# server the test starts inside a network namespace of its own (needs root for `ip netns`, as CI has).
+test-web: setup system-deps web
+	cd $(WEB) && npx vue-tsc --noEmit
+	cd $(WEB) && npx vitest run
+	cd $(WEB) && npx playwright test
+
+# The whole suite: linters, types, import rules, Python tests, browser tests.
+test: lint typecheck imports test-py test-web
 
 bench: setup
 	$(BIN)/python bench/upload.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(WEB)/node_modules $(WEB)/dist $(WEB)/test-results

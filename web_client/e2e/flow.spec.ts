@@ -1,19 +1,12 @@
 // The whole remote-assistance flow in two real Chromium browsers (fake camera and microphone), against the real
 // server: a service point's staff member and a district clerk.  Run once in Chinese and once in English.
-import { expect, test, type Browser, type Locator, type Page, type TestInfo, type WebSocketRoute } from '@playwright/test'
-import { PASSWORD } from './env'
+import { expect, test, type Browser, type Locator, type Page, type WebSocketRoute } from '@playwright/test'
+import { field, login, shot } from './helpers'
 
 const PDF = Buffer.from(
   '%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n' +
     '3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n',
 )
-
-/** An Element Plus input: the data-test attribute lands on the native input. */
-const field = (name: string) => `input[data-test=${name}], [data-test=${name}] input`
-
-async function shot(page: Page, info: TestInfo, name: string): Promise<void> {
-  await page.screenshot({ path: info.outputPath(`${name}.png`), fullPage: true })
-}
 
 async function open(browser: Browser, locale: 'zh-CN' | 'en'): Promise<Page> {
   const context = await browser.newContext()
@@ -59,13 +52,6 @@ async function cut(page: Page): Promise<void> {
 async function restore(page: Page): Promise<void> {
   links.get(page)!.cut = false
   await page.context().setOffline(false)
-}
-
-async function login(page: Page, username: string): Promise<void> {
-  await page.locator(field('username')).fill(username)
-  await page.locator(field('password')).fill(PASSWORD)
-  await page.locator('[data-test=login]').click()
-  await expect(page.locator('[data-test=who]')).toBeVisible()
 }
 
 /** The video plays: its currentTime advances and a sample of its picture is not black. */

@@ -1,33 +1,61 @@
+// English. Must have exactly the keys of zh-CN.ts (checked by src/locales/catalogue.spec.ts).
 import type zh from './zh-CN'
 
 const en: typeof zh = {
-  app: { title: 'CloudWindow', subtitle: 'Remote assistance · Remote inspection', language: 'Language', logout: 'Log out' },
-  login: { title: 'Log in', username: 'Username', password: 'Password', submit: 'Log in', failed: 'Login failed: {msg}' },
+  app: { title: 'CloudWindow', subtitle: 'Remote assistance · Remote inspection', language: 'Language', logout: 'Log out', nav: 'Navigation' },
+  nav: { cases: 'Cases', window: 'My window', dashboard: 'Dashboard' },
+  login: { title: 'Log in', username: 'Username', password: 'Password', submit: 'Log in', failed: 'Login failed: {msg}', required: 'Enter your username and password' },
   common: { refresh: 'Refresh', back: 'Back', cancel: 'Cancel', confirm: 'OK', empty: 'Nothing here yet', loading: 'Loading…', error: 'Something went wrong: {msg}' },
   roles: { community_staff: 'Service point staff', clerk: 'Cloud window clerk', supervisor: 'Supervisor', admin: 'Administrator', expert: 'Expert', inspector: 'Inspector', guest: 'Guest' },
   states: { draft: 'Draft', submitted: 'Submitted', in_session: 'In session', accepted: 'Accepted', rejected: 'Returned', completed: 'Completed', cancelled: 'Cancelled' },
+  ticketStates: { waiting: 'Waiting', called: 'Calling', serving: 'Being served', done: 'Done', no_show: 'No-show', transferred: 'Transferred', cancelled: 'Cancelled' },
+  windowStates: { open: 'Open', paused: 'Paused', closed: 'Closed' },
+  alertKinds: { wait_timeout: 'Wait timeout', status: 'Queue warning' },
+  recordingKinds: { participant: 'Participant', screen: 'Screen share', composite: 'Composite' },
   cases: {
-    title: 'Cases', new: 'New case', search: 'Search applicant or matter', matter: 'Matter', applicant: 'Applicant', idNumber: 'ID number', phone: 'Phone',
+    title: 'Cases', new: 'New case', search: 'Search applicant, matter or number', matter: 'Matter', applicant: 'Applicant', idNumber: 'ID number', phone: 'Phone',
     proxy: 'By proxy', proxyName: 'Proxy', state: 'State', number: 'Case number', open: 'Open', created: 'Case created', empty: 'No cases yet: click "New case" to start',
-    pickMatter: 'Choose a matter',
+    noMatch: 'No case matches', pickMatter: 'Choose a matter', missingFields: 'Choose a matter and enter the applicant and ID number', rejectedReason: 'Returned: {reason}',
   },
   materials: {
     title: 'Materials', required: 'Required', optional: 'Optional', satisfied: 'Complete', missing: 'Missing', drop: 'Drop a file here or click to upload',
     uploading: 'Uploading {p}%', uploaded: 'Uploaded: {name}', tooLarge: 'File too large (at most {mb} MB)', badType: 'Wrong file type; accepted: {types}',
     snapshot: 'Take a photo', takePhoto: 'Capture', preview: 'Preview', documents: 'Uploaded materials', submit: 'Submit materials', submitted: 'Materials submitted',
+    noCamera: 'Cannot open the camera: {msg}', incomplete: 'Some required materials are still missing',
   },
   queue: {
     take: 'Take a ticket', taken: 'Ticket taken: {number}', waiting: 'Waiting', position: '{n} ahead of you', estimate: 'About {min} min', ringing: 'A cloud window is calling you!',
     answer: 'Answer', state: 'Ticket state', windows: 'Cloud windows', signIn: 'Sign in to window', signedIn: 'Signed in: {name}', callNext: 'Call next', recall: 'Recall', skip: 'Skip',
     transfer: 'Transfer', nobody: 'Nobody is waiting', line: 'Queue', called: 'Called {number}', complete: 'Complete', colour: 'Status', green: 'Normal', yellow: 'Yellow warning', red: 'Red warning',
+    recalled: 'Recalled {number}', skipped: '{number} skipped', completed: '{number} done', transferred: '{number} transferred', unanswered: 'Nobody answered {number}; it is back at the head of the line',
+    gaveUp: '{number} went unanswered too often and is a no-show', tidalClosed: 'Your tidal window has closed at the end of its period', noWindows: 'Your department has no cloud windows yet', tidal: 'Tidal window', pause: 'Pause calling',
+    resume: 'Resume calling', signOut: 'Sign out of window', current: 'Current ticket', toCall: 'Go to the call', number: 'Ticket', place: 'Place', estimateCol: 'Estimated wait',
+    figures: '{n} waiting · longest {min} min', toDepartment: 'To department', cancel: 'Leave the queue', cancelled: 'You left the queue', missed: 'Call missed: the ticket is back at the head of the line, watch for the next call',
   },
   call: {
     title: 'Video session', join: 'Join', leave: 'Leave', mic: 'Microphone', camera: 'Camera', micOff: 'Mute', cameraOff: 'Camera off', share: 'Share screen', stopShare: 'Stop sharing',
     chat: 'Chat', send: 'Send', chatPlaceholder: 'Type a message', recording: 'Recording', reconnecting: 'Connection lost, reconnecting…', quality: 'Connection',
     good: 'Good', fair: 'Fair', poor: 'Poor', unknown: 'Unknown', you: 'You', screen: 'Screen', ended: 'The session has ended', waitingOthers: 'Waiting for the other side…',
-    accept: 'Accept', reject: 'Return', reason: 'Reason', complete: 'Complete', devices: 'Devices',
+    accept: 'Accept', reject: 'Return', reason: 'Reason', complete: 'Complete', devices: 'Devices', participants: '{n} in the call', noDevices: 'No camera or microphone available: you can watch and listen only',
+    chatFailed: 'Message not sent: {msg}',
   },
-  casefile: { title: 'Case file', audit: 'History', recordings: 'Recordings', play: 'Play', noRecordings: 'No recordings yet', verified: 'History chain verified', broken: 'History chain broken' },
-  supervisor: { title: 'Dashboard', alerts: 'Wait alerts', ack: 'Acknowledge', acked: 'Acknowledged', noAlerts: 'No alerts', tidal: 'Open tidal window', until: 'Open until', opened: 'Tidal window opened' },
+  casefile: {
+    title: 'Case file', audit: 'History', recordings: 'Recordings', play: 'Play', noRecordings: 'No recordings yet', verified: 'History chain verified', broken: 'History chain broken',
+    duration: '{s} s', noAudit: 'No history yet',
+  },
+  audit: {
+    case_created: 'Case opened', case_updated: 'Applicant data changed', case_transition: 'State changed', case_rerouted: 'Case rerouted', case_legal_hold: 'Legal hold changed',
+    document_uploaded: 'Material uploaded', document_deleted: 'Material removed', session_opened: 'Video session opened', session_ended: 'Video session ended', session_joined: 'Joined the session',
+    session_left: 'Left the session', chat_message: 'Chat message', recording_started: 'Recording started', recording_stopped: 'Recording stopped', recording_saved: 'Recording saved',
+    recording_job_done: 'Recordings processed', recording_purged: 'Recording deleted (retention)', ticket_taken: 'Ticket taken', ticket_called: 'Ticket called', ticket_answered: 'Call answered',
+    ticket_recalled: 'Ticket recalled', ticket_skipped: 'Ticket skipped', ticket_completed: 'Ticket done', ticket_cancelled: 'Ticket cancelled', ticket_transferred: 'Ticket transferred', ticket_unanswered: 'Call unanswered',
+    invite_created: 'Invite sent', invite_redeemed: 'Joined by invite', invite_revoked: 'Invite revoked', appointment_booked: 'Appointment booked', appointment_cancelled: 'Appointment cancelled',
+    appointment_checked_in: 'Checked in', appointment_no_show: 'Appointment missed',
+  },
+  supervisor: {
+    title: 'Dashboard', alerts: 'Wait alerts', ack: 'Acknowledge', acked: 'Acknowledged', noAlerts: 'No alerts', tidal: 'Open tidal window', until: 'Open until', opened: 'Tidal window opened',
+    noDepartments: 'No departments under your supervision', today: 'Today: {y} yellow, {r} red warnings, {w} wait timeouts', waitTimeout: '{number} has waited {min} min',
+    statusAlert: 'Queue status turned {colour}',
+  },
 }
 export default en
