@@ -7,6 +7,8 @@ export const router = createRouter({
   routes: [
     { path: '/', component: { render: () => null } }, // sent on by the guard to the user's home screen
     { path: '/login', component: () => import('./views/LoginView.vue') },
+    // An invite link (expert, outside party, on-site inspector): no account, the token in the query.
+    { path: '/join/:sessionId', component: () => import('./views/JoinView.vue'), props: (r) => ({ sessionId: Number(r.params.sessionId), token: String(r.query.token ?? '') }) },
     { path: '/cases', component: () => import('./views/CasesView.vue') },
     { path: '/cases/:id', component: () => import('./views/CaseView.vue'), props: (r) => ({ id: Number(r.params.id) }) },
     { path: '/window', component: () => import('./views/WindowView.vue') },
@@ -21,7 +23,7 @@ export const router = createRouter({
 })
 
 router.beforeEach(async (to) => {
-  if (to.path === '/login') return true
+  if (to.path === '/login' || to.path.startsWith('/join/')) return true
   if (!token()) return '/login'
   if (!session.me) {
     try {
