@@ -325,6 +325,13 @@ async def test_inspection_notices_reach_the_session(as_user: Any, client: Any) -
         await until(lambda: any(e == "inspection.evidence" for e, _ in desk.events), 5, "inspection.evidence")
         shown = next(d for e, d in desk.events if e == "inspection.evidence")
         assert shown["item_code"] == "disinfection" and "signature" not in shown
+
+        # The report names who took part (from the session's audit entries).
+        doc = await (await clerk.post(f"/api/v1/inspections/{task['id']}/report", json={})).json()
+        data = await (await clerk.get(f"/api/v1/cases/{task['case_id']}/documents/{doc['id']}/content")).read()
+        text = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(data)).pages)
+        for needle in ("参与人员", "周建平", "吴磊", "踏勘员", "坐席"):
+            assert needle in text, needle
     finally:
         for c in (desk, phone):
             await c.close()
