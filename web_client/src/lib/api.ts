@@ -68,6 +68,14 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   return (await resp.json()) as T
 }
 
+/** A protected binary (an evidence photo, a report) as a Blob, with the bearer token. */
+export async function apiBlob(path: string): Promise<Blob> {
+  const t = token()
+  const resp = await fetch(`/api/v1${path}`, { headers: t ? { Authorization: `Bearer ${t}` } : {} })
+  if (!resp.ok) throw await errorOf(resp)
+  return resp.blob()
+}
+
 /** Upload one file as multipart part ``file``, reporting progress (0–100). */
 export function upload<T = unknown>(path: string, file: Blob, name: string, onProgress: (p: number) => void): Promise<T> {
   return new Promise((resolve, reject) => {

@@ -84,6 +84,8 @@ describe('message catalogues', () => {
       ['alertKinds', ['wait_timeout', 'status']],
       ['recordingKinds', ['participant', 'screen', 'composite']],
       ['call', ['good', 'fair', 'poor', 'unknown']],
+      ['sessionKinds', ['call', 'consultation', 'inspection']],
+      ['availability', ['available', 'busy', 'unavailable']],
       ['queue', ['green', 'yellow', 'red']],
     ]
     for (const [family, values] of families) {

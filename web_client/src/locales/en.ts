@@ -40,6 +40,8 @@ const en: typeof zh = {
     good: 'Good', fair: 'Fair', poor: 'Poor', unknown: 'Unknown', you: 'You', screen: 'Screen', ended: 'The session has ended', waitingOthers: 'Waiting for the other side…',
     accept: 'Accept', reject: 'Return', reason: 'Reason', complete: 'Complete', devices: 'Devices', participants: '{n} in the call', noDevices: 'No camera or microphone available: you can watch and listen only',
     chatFailed: 'Message not sent: {msg}',
+    end_refused: 'The host did not let you in', end_removed: 'The host removed you from the session', inWaitingRoom: 'Waiting for the host to let you in…', waitingList: 'Waiting to join ({n})',
+    admit: 'Admit', refuse: 'Refuse', mutedByHost: 'Muted', unmute: 'Unmute', muteOther: 'Mute', remove: 'Remove',
   },
   casefile: {
     title: 'Case file', audit: 'History', recordings: 'Recordings', play: 'Play', noRecordings: 'No recordings yet', verified: 'History chain verified', broken: 'History chain broken',
@@ -53,6 +55,22 @@ const en: typeof zh = {
     ticket_recalled: 'Ticket recalled', ticket_skipped: 'Ticket skipped', ticket_completed: 'Ticket done', ticket_cancelled: 'Ticket cancelled', ticket_transferred: 'Ticket transferred', ticket_unanswered: 'Call unanswered',
     invite_created: 'Invite sent', invite_redeemed: 'Joined by invite', invite_revoked: 'Invite revoked', appointment_booked: 'Appointment booked', appointment_cancelled: 'Appointment cancelled',
     appointment_checked_in: 'Checked in', appointment_no_show: 'Appointment missed',
+  },
+  sessionKinds: { call: 'Call', consultation: 'Consultation', inspection: 'Site inspection' },
+  availability: { available: 'Available', busy: 'Busy', unavailable: 'Unavailable' },
+  consult: {
+    title: 'Consultation and inspection', open: 'Start a consultation', inspect: 'Start a site inspection', sessionOpen: '{kind} session open', invite: 'Invite',
+    searchExperts: 'Find experts by name, organisation or field', search: 'Search', inviteExpert: 'Invite', guestName: 'Name of an outside party (e.g. enterprise)', inviteGuest: 'Invite outside party',
+    inviteInspector: 'Invite the on-site inspector', linkFor: 'One-time link for {name} (copied)', link: 'Invite link', expires: 'valid until {at}', revoke: 'Revoke',
+    copied: 'Invite link copied', notes: 'Consultation notes', noNotes: 'No notes yet', note: 'Note', conclusion: 'Conclusion', notePlaceholder: 'Write a note or the conclusion',
+    addNote: 'Add note', addConclusion: 'Record conclusion',
+  },
+  inspection: {
+    title: 'Remote site inspection', requested: 'Photo requested from the site', completed: 'Inspection completed', saved: 'Saved: {item}', reportMade: 'Inspection report made and filed in the case',
+    location: 'On site at {lat}, {lon} (±{acc} m)', noLocation: 'No position from the site yet', state_open: 'In progress', state_completed: 'Completed',
+    request: 'Request a photo', requestFor: 'Photo for this item', pass: 'Pass', fail: 'Fail', note: 'Note', notePlaceholder: 'Remarks', attach: 'Attach photos',
+    photo: 'Photo {n}', save: 'Save', evidence: 'Site photos', noEvidence: 'No site photos yet', verify: 'Verify', valid: 'Not tampered with', invalid: 'Verification failed: possibly tampered with',
+    complete: 'Complete inspection', report: 'Make inspection report',
   },
   supervisor: {
     title: 'Dashboard', alerts: 'Wait alerts', ack: 'Acknowledge', acked: 'Acknowledged', noAlerts: 'No alerts', tidal: 'Open tidal window', until: 'Open until', opened: 'Tidal window opened',

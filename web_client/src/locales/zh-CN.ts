@@ -39,6 +39,8 @@ export default {
     good: '良好', fair: '一般', poor: '较差', unknown: '未知', you: '我', screen: '屏幕', ended: '通话已结束', waitingOthers: '等待对方加入…',
     accept: '受理', reject: '退回', reason: '退回原因', complete: '办结', devices: '设备', participants: '{n} 人在线', noDevices: '没有可用的摄像头和麦克风，只能观看和收听',
     chatFailed: '消息发送失败：{msg}',
+    end_refused: '主持人未允许您加入', end_removed: '您已被主持人移出会话', inWaitingRoom: '正在等候主持人允许您加入…', waitingList: '等候加入（{n}）',
+    admit: '允许加入', refuse: '拒绝', mutedByHost: '已被静音', unmute: '取消静音', muteOther: '静音', remove: '移出',
   },
   casefile: {
     title: '办件档案', audit: '办理记录', recordings: '录像', play: '播放', noRecordings: '暂无录像', verified: '记录链校验通过', broken: '记录链校验失败',
@@ -52,6 +54,22 @@ export default {
     ticket_recalled: '重呼', ticket_skipped: '过号', ticket_completed: '办完', ticket_cancelled: '取消排队', ticket_transferred: '转办', ticket_unanswered: '无人接听',
     invite_created: '发出邀请', invite_redeemed: '通过邀请加入', invite_revoked: '撤销邀请', appointment_booked: '预约', appointment_cancelled: '取消预约',
     appointment_checked_in: '预约签到', appointment_no_show: '预约爽约',
+  },
+  sessionKinds: { call: '视频办理', consultation: '多人会商', inspection: '远程踏勘' },
+  availability: { available: '可邀请', busy: '忙碌', unavailable: '暂不可用' },
+  consult: {
+    title: '会商与踏勘', open: '发起多人会商', inspect: '发起远程踏勘', sessionOpen: '{kind}会话进行中', invite: '邀请参加',
+    searchExperts: '按姓名、单位或领域查找专家', search: '查找', inviteExpert: '邀请', guestName: '企业代表等外部人员姓名', inviteGuest: '邀请外部人员',
+    inviteInspector: '邀请现场踏勘人员', linkFor: '给{name}的一次性链接（已复制）', link: '邀请链接', expires: '{at} 前有效', revoke: '撤销',
+    copied: '邀请链接已复制', notes: '会商记录', noNotes: '暂无会商记录', note: '记录', conclusion: '结论', notePlaceholder: '输入会商记录或结论',
+    addNote: '添加记录', addConclusion: '写入结论',
+  },
+  inspection: {
+    title: '远程踏勘', requested: '已请求现场拍照', completed: '踏勘已完成', saved: '已保存：{item}', reportMade: '踏勘报告已生成并存入办件',
+    location: '现场位置：{lat}，{lon}（精度 {acc} 米）', noLocation: '尚未收到现场位置', state_open: '进行中', state_completed: '已完成',
+    request: '请求拍照', requestFor: '为此项拍照', pass: '合格', fail: '不合格', note: '备注', notePlaceholder: '情况说明', attach: '关联照片',
+    photo: '照片 {n}', save: '保存', evidence: '现场照片', noEvidence: '还没有现场照片', verify: '校验', valid: '未被篡改', invalid: '校验失败：可能被篡改',
+    complete: '完成踏勘', report: '生成踏勘报告',
   },
   supervisor: {
     title: '监控大屏', alerts: '超时预警', ack: '确认', acked: '已确认', noAlerts: '暂无预警', tidal: '开潮汐窗口', until: '开放至', opened: '潮汐窗口已开放',
