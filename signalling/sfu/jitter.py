@@ -79,6 +79,9 @@ class VideoFrameBuffer(JitterBuffer):
     def __init__(self, capacity: int = 512) -> None:
         super().__init__(capacity=capacity, prefetch=0, is_video=True)
         self.ssrc = SsrcFilter()
+        self._scan_first: RtpPacket | None = None
+        self._scan_origin = 0
+        self._scanned = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         accepted = self.ssrc.accept(packet.ssrc)
@@ -94,6 +97,8 @@ class VideoFrameBuffer(JitterBuffer):
         return super().add(packet)
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        # Incremental: the contiguous packets already checked for the frame at the origin are not checked again,
+        # so a frame of n packets costs O(n), not O(n^2) (aiortc rescans from the origin on every packet).
         origin = self._origin
         if origin is None:
             return None
@@ -102,21 +107,31 @@ class VideoFrameBuffer(JitterBuffer):
         first = packets[origin % capacity]
         if first is None:
             return None
+        if first is not self._scan_first or origin != self._scan_origin:
+            self._scan_first, self._scan_origin, self._scanned = first, origin, 0
         timestamp = first.timestamp
-        parts: list[bytes] = []
-        for count in range(capacity):
+        count = self._scanned
+        while count < capacity:
             packet = packets[(origin + count) % capacity]
             if packet is None:
+                self._scanned = count
                 return None
             if packet.timestamp != timestamp:
                 # The frame ended without a marker: release it at the next frame's first packet, as aiortc does.
-                self.remove(count)
-                return JitterFrame(data=b"".join(parts), timestamp=timestamp)
-            parts.append(packet._data)  # type: ignore[attr-defined]
+                return self._release(origin, count, timestamp)
             if packet.marker:
-                self.remove(count + 1)
-                return JitterFrame(data=b"".join(parts), timestamp=timestamp)
+                return self._release(origin, count + 1, timestamp)
+            count += 1
+        self._scanned = count
         return None
+
+    def _release(self, origin: int, length: int, timestamp: int) -> JitterFrame:
+        packets = self._packets
+        capacity = self._capacity
+        data = b"".join(packets[(origin + i) % capacity]._data for i in range(length))  # type: ignore[union-attr]
+        self.remove(length)
+        self._scan_first = None
+        return JitterFrame(data=data, timestamp=timestamp)
 
 
 class AudioPacketBuffer:

@@ -120,6 +120,17 @@ def test_video_frame_with_a_gap_waits_for_the_missing_packet() -> None:
     assert buffer.add(rtp(101, 6000, b"a"))[1] is None  # a late duplicate of a released packet is ignored
 
 
+def test_a_large_frame_is_scanned_incrementally_and_released_whole() -> None:
+    buffer = VideoFrameBuffer()
+    parts = [bytes([i % 256]) * 3 for i in range(300)]
+    order = list(range(300))
+    order[100], order[200] = order[200], order[100]  # a gap filled late
+    results = [buffer.add(rtp(1000 + i, 3000, parts[i], marker=i == 299))[1] for i in order]
+    assert all(r is None for r in results[:-1])
+    assert results[-1] is not None and results[-1].data == b"".join(parts)
+    assert buffer._scanned == 0 or buffer._scan_first is None
+
+
 def test_video_frame_without_marker_is_released_when_the_next_frame_starts() -> None:
     buffer = VideoFrameBuffer()
     buffer.add(rtp(0xFFFE, 3000, b"a"))
