@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { plan, quality } from './call'
+import { isWaiting, levelFromStats, levelToSend, moderatorOf, mutedOf, plan, quality, rms, withWaiter, withoutWaiter, type Participant } from './call'
 
 describe('plan', () => {
   it('splits the server offer into what to send and whose tracks arrive where', () => {
@@ -45,5 +45,63 @@ describe('quality', () => {
   it('uses whichever figure it has', () => {
     expect(quality(null, 0.09)).toBe('poor')
     expect(quality(0.3, null)).toBe('fair')
+  })
+})
+
+const person = (id: string, extra: Partial<Participant> = {}): Participant => ({ participant_id: id, user_id: null, display_name: id, role: 'guest', tracks: [], ...extra })
+
+describe('join acks', () => {
+  it('tell the waiting room from a participant', () => {
+    expect(isWaiting({ waiting: true, waiter_id: 'w1', participant_id: null, session: {} })).toBe(true)
+    expect(
+      isWaiting({ participant_id: 'p1', session: { recording: true }, participants: [], waiting: [], speaker: null, ice_servers: [], offer: { sdp: '', revision: 1, publish: {}, subscribe: {} } }),
+    ).toBe(false)
+  })
+
+  it('give my own moderator flag and who is muted', () => {
+    const people = [person('p1', { moderator: true }), person('p2', { muted: true }), person('p3')]
+    expect(moderatorOf(people, 'p1')).toBe(true)
+    expect(moderatorOf(people, 'p2')).toBe(false)
+    expect(moderatorOf(people, 'nobody')).toBe(false)
+    expect(mutedOf(people)).toEqual({ p1: false, p2: true, p3: false })
+  })
+})
+
+describe('waiting list', () => {
+  const a = { waiter_id: 'a', user_id: null, display_name: '吴磊', role: 'inspector' }
+  const b = { waiter_id: 'b', user_id: 7, display_name: '王慧', role: 'expert' }
+  it('adds each waiter once, in arrival order, and removes by id', () => {
+    let list = withWaiter([], a)
+    list = withWaiter(list, b)
+    list = withWaiter(list, { ...a, display_name: '吴磊（现场）' })
+    expect(list.map((w) => w.waiter_id)).toEqual(['a', 'b'])
+    expect(list[0].display_name).toBe('吴磊（现场）')
+    expect(withoutWaiter(list, 'a')).toEqual([b])
+    expect(withoutWaiter(list, 'zzz')).toHaveLength(2)
+  })
+})
+
+describe('audio level', () => {
+  it('reads the audio media-source of a sender report', () => {
+    expect(levelFromStats([{ type: 'outbound-rtp' }, { type: 'media-source', kind: 'video' }, { type: 'media-source', kind: 'audio', audioLevel: 0.25 }])).toBe(0.25)
+    expect(levelFromStats([{ type: 'media-source', kind: 'audio' }])).toBeNull()
+    expect(levelFromStats([])).toBeNull()
+    expect(levelFromStats([{ type: 'media-source', kind: 'audio', audioLevel: 3 }])).toBe(1)
+  })
+
+  it('computes an RMS level from samples', () => {
+    expect(rms([])).toBe(0)
+    expect(rms([0, 0, 0])).toBe(0)
+    expect(rms([0.5, -0.5, 0.5, -0.5])).toBeCloseTo(0.5)
+    expect(rms([2, -2])).toBe(1)
+  })
+
+  it('sends the level while the mic is on, one 0 when it goes off, then nothing', () => {
+    expect(levelToSend(true, 0.3, null)).toBe(0.3)
+    expect(levelToSend(true, null, 0.3)).toBeNull()
+    expect(levelToSend(false, null, 0.3)).toBe(0)
+    expect(levelToSend(false, null, null)).toBe(0)
+    expect(levelToSend(false, null, 0)).toBeNull()
+    expect(levelToSend(true, 0.1, 0)).toBe(0.1)
   })
 })

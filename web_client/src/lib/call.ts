@@ -20,8 +20,41 @@ export interface Participant {
   user_id: number | null
   display_name: string
   role: string
+  /** May admit, mute and remove (the host, a clerk of the case's department, an admin). */
+  moderator?: boolean
+  /** Muted by a moderator. */
+  muted?: boolean
   tracks: WireTrack[]
 }
+
+/** Someone in the waiting room (an invitee of a consultation or inspection), seen by moderators. */
+export interface Waiter {
+  waiter_id: string
+  user_id: number | null
+  display_name: string
+  role: string
+}
+
+/** The fields of a join ack for a participant, and of ``session.admitted``. */
+export interface Entered {
+  participant_id: string
+  session: { id?: number; case_id?: number; kind?: string; recording: boolean }
+  participants: Participant[]
+  waiting?: Waiter[]
+  speaker?: string | null
+  ice_servers: RTCIceServer[]
+  offer: Offer
+}
+
+/** A join ack while one is kept in the waiting room. */
+export interface Waiting {
+  waiting: true
+  waiter_id: string
+  participant_id: null
+  session: { id?: number; case_id?: number; kind?: string; recording?: boolean }
+}
+
+export type EndReason = '' | 'ended' | 'refused' | 'removed'
 
 export interface Offer {
   sdp: string
@@ -74,6 +107,60 @@ export function quality(rtt: number | null, lossFraction: number | null): Qualit
   return 'good'
 }
 
+/** Whether a join ack put us in the waiting room. */
+export function isWaiting(ack: Entered | Waiting): ack is Waiting {
+  return (ack as Waiting).waiting === true
+}
+
+/** My own moderator flag, from the participant list of a join ack. */
+export function moderatorOf(participants: Participant[], me: string): boolean {
+  return Boolean(participants.find((p) => p.participant_id === me)?.moderator)
+}
+
+/** Who is muted by a moderator, by participant id. */
+export function mutedOf(participants: Participant[]): Record<string, boolean> {
+  return Object.fromEntries(participants.map((p) => [p.participant_id, Boolean(p.muted)]))
+}
+
+/** The waiting list with ``w`` added (or replaced, keeping its place). */
+export function withWaiter(list: Waiter[], w: Waiter): Waiter[] {
+  return list.some((x) => x.waiter_id === w.waiter_id) ? list.map((x) => (x.waiter_id === w.waiter_id ? w : x)) : [...list, w]
+}
+
+export function withoutWaiter(list: Waiter[], waiterId: string): Waiter[] {
+  return list.filter((x) => x.waiter_id !== waiterId)
+}
+
+/** The microphone level (0–1) in an ``RTCRtpSender.getStats()`` report: its audio ``media-source``'s audioLevel. */
+export function levelFromStats(stats: Iterable<Record<string, unknown>>): number | null {
+  for (const s of stats) {
+    if (s.type === 'media-source' && (s.kind === 'audio' || s.kind === undefined) && typeof s.audioLevel === 'number') return clampLevel(s.audioLevel)
+  }
+  return null
+}
+
+/** Root mean square of time-domain samples (-1…1), as a level 0–1. */
+export function rms(samples: ArrayLike<number>): number {
+  if (!samples.length) return 0
+  let sum = 0
+  for (let i = 0; i < samples.length; i++) sum += samples[i] * samples[i]
+  return clampLevel(Math.sqrt(sum / samples.length))
+}
+
+function clampLevel(x: number): number {
+  if (!Number.isFinite(x) || x < 0) return 0
+  return x > 1 ? 1 : x
+}
+
+/**
+ * What to report as my level this tick: the measured level while the microphone is on, a single 0 when it has
+ * just been turned off, nothing while it stays off (or nothing measured).
+ */
+export function levelToSend(micOn: boolean, measured: number | null, lastSent: number | null): number | null {
+  if (!micOn) return lastSent === 0 ? null : 0
+  return measured
+}
+
 function waitIce(pc: RTCPeerConnection, ms: number): Promise<void> {
   if (pc.iceGatheringState === 'complete') return Promise.resolve()
   return new Promise((resolve) => {
@@ -97,6 +184,18 @@ export class CallClient {
     ended: false,
     quality: 'unknown' as Quality,
     participants: [] as Participant[],
+    /** In the waiting room (an invitee not admitted yet). */
+    waiting: false,
+    /** May admit, refuse, mute and remove. */
+    moderator: false,
+    /** The waiting room, for moderators. */
+    waiters: [] as Waiter[],
+    /** The active speaker's participant id. */
+    speaker: null as string | null,
+    /** Muted by a moderator, by participant id. */
+    muted: {} as Record<string, boolean>,
+    /** Why the session ended for me: 'ended' (host or timeout), 'refused' (not admitted), 'removed'. */
+    endReason: '' as EndReason,
     tiles: [] as Tile[],
     chat: [] as ChatLine[],
     sharing: false,
@@ -114,6 +213,11 @@ export class CallClient {
   private statsTimer: ReturnType<typeof setInterval> | null = null
   private rejoining = false
   private handlers: [string, (...args: never[]) => void][] = []
+  private levelTimer: ReturnType<typeof setInterval> | null = null
+  private levelBusy = false
+  private lastLevel: number | null = null
+  private audioCtx: AudioContext | null = null
+  private analyser: { track: MediaStreamTrack; node: AnalyserNode; buf: Float32Array<ArrayBuffer> } | null = null
 
   constructor(
     private sock: Socket,
@@ -123,22 +227,41 @@ export class CallClient {
     this.on('media.offer', (offer: Offer) => this.enqueue(offer))
     this.on('participant.joined', (d: { participant: Participant }) => {
       this.state.participants = [...this.state.participants.filter((p) => p.participant_id !== d.participant.participant_id), d.participant]
+      this.state.muted = { ...this.state.muted, [d.participant.participant_id]: Boolean(d.participant.muted) }
     })
     this.on('participant.left', (d: { participant_id: string }) => {
       this.state.participants = this.state.participants.filter((p) => p.participant_id !== d.participant_id)
       this.state.tiles = this.state.tiles.filter((t) => t.participantId !== d.participant_id)
+      const { [d.participant_id]: _gone, ...rest } = this.state.muted
+      this.state.muted = rest
+      if (this.state.speaker === d.participant_id) this.state.speaker = null
     })
+    this.on('participant.muted', (d: { participant_id: string; muted: boolean }) => {
+      this.state.muted = { ...this.state.muted, [d.participant_id]: d.muted }
+      this.state.participants = this.state.participants.map((p) => (p.participant_id === d.participant_id ? { ...p, muted: d.muted } : p))
+    })
+    this.on('waiting.joined', (d: { waiter: Waiter }) => (this.state.waiters = withWaiter(this.state.waiters, d.waiter)))
+    this.on('waiting.left', (d: { waiter_id: string }) => (this.state.waiters = withoutWaiter(this.state.waiters, d.waiter_id)))
+    this.on('speaker.active', (d: { participant_id: string | null }) => (this.state.speaker = d.participant_id ?? null))
+    this.on('session.admitted', (ack: Entered) => {
+      if (this.state.ended) return
+      this.enter(ack).catch((e: Error) => (this.state.error = e.message))
+    })
+    this.on('session.refused', () => this.end('refused'))
+    this.on('session.removed', () => this.end('removed'))
     this.on('chat.message', (m: ChatLine) => this.state.chat.push(m))
     this.on('recording.state', (d: { recording: boolean }) => (this.state.recording = d.recording))
     this.on('session.ended', () => {
       this.state.ended = true
+      this.state.endReason = 'ended'
+      this.stopLevels()
       this.closePc()
     })
     this.on('media.state', (d: { state: string }) => {
       if (d.state === 'failed') void this.rejoin()
     })
     this.on('connect', () => {
-      if (this.state.joined || this.state.reconnecting) void this.rejoin()
+      if (this.state.joined || this.state.reconnecting || this.state.waiting) void this.rejoin()
     })
     this.on('disconnect', () => {
       if (!this.state.ended) this.state.reconnecting = true
@@ -171,13 +294,28 @@ export class CallClient {
 
   async join(): Promise<void> {
     this.closePc()
-    const ack = await ask<Ack & { participant_id: string; session: { recording: boolean }; participants: Participant[]; ice_servers: RTCIceServer[]; offer: Offer }>(
-      this.sock,
-      'session.join',
-      { session_id: this.sessionId },
-    )
+    const ack = await ask<Ack & (Entered | Waiting)>(this.sock, 'session.join', { session_id: this.sessionId })
+    if (isWaiting(ack)) {
+      // In the waiting room until a moderator admits ('session.admitted') or refuses ('session.refused') me.
+      this.state.waiting = true
+      this.state.joined = false
+      this.state.reconnecting = false
+      this.state.recording = Boolean(ack.session?.recording)
+      return
+    }
+    await this.enter(ack)
+  }
+
+  /** After a join ack or ``session.admitted``: become a participant and answer the server's offer. */
+  private async enter(ack: Entered): Promise<void> {
+    this.closePc()
+    this.state.waiting = false
     this.state.participantId = ack.participant_id
     this.state.participants = ack.participants
+    this.state.moderator = moderatorOf(ack.participants, ack.participant_id)
+    this.state.waiters = Array.isArray(ack.waiting) ? ack.waiting : []
+    this.state.speaker = ack.speaker ?? null
+    this.state.muted = mutedOf(ack.participants)
     this.state.recording = Boolean(ack.session.recording)
     this.iceServers = ack.ice_servers
     this.pc = this.newPc()
@@ -190,6 +328,100 @@ export class CallClient {
       this.screenMid = pub.mid
     }
     this.startStats()
+    this.startLevels()
+  }
+
+  /** Refused at the door or removed by a moderator: the session is over for me. */
+  private end(reason: EndReason): void {
+    this.state.ended = true
+    this.state.endReason = reason
+    this.state.waiting = false
+    this.state.joined = false
+    this.state.reconnecting = false
+    this.stopLevels()
+    this.closePc()
+    this.screen?.stop()
+    for (const t of this.local.getTracks()) t.stop()
+  }
+
+  // -- moderation (docs/protocol.md, "Waiting room and moderation") ---------
+
+  async admit(waiterId: string): Promise<string> {
+    const ack = await ask<Ack & { participant_id: string }>(this.sock, 'session.admit', { waiter_id: waiterId })
+    this.state.waiters = withoutWaiter(this.state.waiters, waiterId)
+    return ack.participant_id
+  }
+
+  async refuse(waiterId: string): Promise<void> {
+    await ask(this.sock, 'session.refuse', { waiter_id: waiterId })
+    this.state.waiters = withoutWaiter(this.state.waiters, waiterId)
+  }
+
+  async mute(participantId: string, muted: boolean): Promise<void> {
+    await ask(this.sock, 'participant.mute', { participant_id: participantId, muted })
+  }
+
+  async remove(participantId: string): Promise<void> {
+    await ask(this.sock, 'participant.remove', { participant_id: participantId })
+  }
+
+  // -- active speaker: my microphone level, about every 250 ms ---------------
+
+  private startLevels(): void {
+    if (this.levelTimer) return
+    this.levelTimer = setInterval(() => void this.reportLevel(), 250)
+  }
+
+  private stopLevels(): void {
+    if (this.levelTimer) clearInterval(this.levelTimer)
+    this.levelTimer = null
+    this.lastLevel = null
+    this.analyser = null
+    void this.audioCtx?.close().catch(() => undefined)
+    this.audioCtx = null
+  }
+
+  private async reportLevel(): Promise<void> {
+    const track = this.local.getAudioTracks()[0]
+    const pc = this.pc
+    if (this.levelBusy || !track || !pc || !this.state.joined || this.state.ended || !this.sock.connected) return
+    this.levelBusy = true
+    try {
+      const micOn = this.state.micOn && track.enabled && track.readyState === 'live'
+      const measured = micOn ? await this.measure(pc, track) : null
+      const level = levelToSend(micOn, measured, this.lastLevel)
+      if (level === null) return
+      this.lastLevel = level
+      await ask(this.sock, 'audio.level', { level }, 2000)
+    } catch {
+      /* a lost report is replaced by the next one */
+    } finally {
+      this.levelBusy = false
+    }
+  }
+
+  private async measure(pc: RTCPeerConnection, track: MediaStreamTrack): Promise<number | null> {
+    const sender = pc.getSenders().find((s) => s.track === track)
+    if (sender) {
+      const report = await sender.getStats()
+      const level = levelFromStats(report.values() as Iterable<Record<string, unknown>>)
+      if (level !== null) return level
+    }
+    return this.analyse(track)
+  }
+
+  /** Fallback when the browser gives no media-source audioLevel: a Web Audio analyser on the local track. */
+  private analyse(track: MediaStreamTrack): number | null {
+    if (typeof AudioContext === 'undefined') return null
+    if (!this.analyser || this.analyser.track !== track) {
+      this.audioCtx ??= new AudioContext()
+      const node = this.audioCtx.createAnalyser()
+      node.fftSize = 1024
+      this.audioCtx.createMediaStreamSource(new MediaStream([track])).connect(node)
+      this.analyser = { track, node, buf: new Float32Array(node.fftSize) }
+    }
+    this.analyser.node.getFloatTimeDomainData(this.analyser.buf)
+    return rms(this.analyser.buf)
   }
 
   private newPc(): RTCPeerConnection {
@@ -353,11 +585,12 @@ export class CallClient {
 
   async leave(): Promise<void> {
     if (this.statsTimer) clearInterval(this.statsTimer)
+    this.stopLevels()
     for (const [event, fn] of this.handlers) this.sock.off(event, fn as (...args: unknown[]) => void)
     window.removeEventListener('offline', this.offline)
     window.removeEventListener('online', this.online)
     this.screen?.stop()
-    if (this.state.joined && this.sock.connected && !this.state.ended) {
+    if ((this.state.joined || this.state.waiting) && this.sock.connected && !this.state.ended) {
       try {
         await ask(this.sock, 'session.leave', {})
       } catch {
@@ -367,5 +600,6 @@ export class CallClient {
     this.closePc()
     for (const t of this.local.getTracks()) t.stop()
     this.state.joined = false
+    this.state.waiting = false
   }
 }
