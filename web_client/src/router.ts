@@ -17,6 +17,12 @@ export const router = createRouter({
       component: () => import('./views/CallView.vue'),
       props: (r) => ({ sessionId: Number(r.params.sessionId), caseId: Number(r.query.case), ticketId: Number(r.query.ticket) || null }),
     },
+    // The on-site inspector's phone: rear camera, position, evidence photos (after redeeming an inspector invite).
+    {
+      path: '/inspect/:sessionId',
+      component: () => import('./views/InspectView.vue'),
+      props: (r) => ({ sessionId: Number(r.params.sessionId), caseId: Number(r.query.case) }),
+    },
     { path: '/dashboard', component: () => import('./views/DashboardView.vue') },
     { path: '/:rest(.*)*', redirect: '/' },
   ],
