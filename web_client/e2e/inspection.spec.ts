@@ -172,11 +172,23 @@ test('site inspection from a phone: invite, waiting room, rear camera, GPS, evid
   await shot(again, info, '02-link-used')
   await again.context().close()
 
+  // A second link, for someone the clerk does not let in: refused at the door, told so in words.
+  const stranger = await rest<{ token: string }>(clerk, 'POST', `/cases/${kase.id}/invites`, { role: 'inspector', display_name: '李四', session_id: task.session_id })
+  const other = await (await browser.newContext({ viewport: { width: 390, height: 844 }, permissions: ['camera', 'microphone'] })).newPage()
+  await other.goto(`/#/join/${task.session_id}?token=${encodeURIComponent(stranger.token)}`)
+  await expect(other.locator('[data-test=inspect-waiting]')).toBeVisible()
+  type Waiters = { waiter_id: string; role: string; display_name: string }[]
+  const waiters = () => clerk.evaluate(() => (window as unknown as { __cw: { state: { waiters: Waiters } } }).__cw.state.waiters)
+  await expect.poll(async () => (await waiters()).map((w) => w.display_name).sort()).toEqual(['吴磊', '李四'])
+  const refusedId = (await waiters()).find((w) => w.display_name === '李四')!.waiter_id
+  await clerk.evaluate((id) => (window as unknown as { __cw: { refuse(id: string): Promise<void> } }).__cw.refuse(id), refusedId)
+  await expect(other.locator('[data-test=inspect-ended]')).toContainText('未允许您进入')
+  await shot(other, info, '02b-refused')
+  await other.context().close()
+
   // The clerk sees the waiter and admits it (through the call screen's button where it has one).
-  await expect
-    .poll(() => clerk.evaluate(() => (window as unknown as { __cw: { state: { waiters: unknown[] } } }).__cw.state.waiters.length))
-    .toBe(1)
-  const waiter = await clerk.evaluate(() => (window as unknown as { __cw: { state: { waiters: { waiter_id: string; role: string; display_name: string }[] } } }).__cw.state.waiters[0])
+  await expect.poll(async () => (await waiters()).length).toBe(1)
+  const waiter = (await waiters())[0]
   expect(waiter.role).toBe('inspector')
   expect(waiter.display_name).toBe('吴磊')
   const admit = clerk.locator('[data-test=admit]')
@@ -184,7 +196,21 @@ test('site inspection from a phone: invite, waiting room, rear camera, GPS, evid
   else await clerk.evaluate((id) => (window as unknown as { __cw: { admit(id: string): Promise<string> } }).__cw.admit(id), waiter.waiter_id)
   await expect(phone.locator('[data-test=inspect-waiting]')).toBeHidden()
   await expect(phone.locator('[data-test=inspect-status]')).toHaveAttribute('data-state', 'connected', { timeout: 30_000 })
-  await expect.poll(() => clerk.evaluate(() => (window as unknown as { __cw: { state: { waiters: unknown[] } } }).__cw.state.waiters.length)).toBe(0)
+  await expect.poll(async () => (await waiters()).length).toBe(0)
+
+  // Moderation: the clerk mutes the phone and lets it speak again; the phone is told each time.
+  const phonePid = await phone.evaluate(() => (window as unknown as { __cw: { state: { participantId: string } } }).__cw.state.participantId)
+  const mute = (on: boolean) => clerk.evaluate(([pid, on]) => (window as unknown as { __cw: { mute(p: string, m: boolean): Promise<void> } }).__cw.mute(pid, on), [phonePid, on] as const)
+  await mute(true)
+  await expect(phone.locator('[data-test=muted-by-host]')).toBeVisible()
+  expect(await clerk.evaluate((pid) => (window as unknown as { __cw: { state: { muted: Record<string, boolean> } } }).__cw.state.muted[pid], phonePid)).toBe(true)
+  await mute(false)
+  await expect(phone.locator('[data-test=muted-by-host]')).toBeHidden()
+
+  // Active speaker: both report their microphone level (the fake microphone beeps), so someone is picked.
+  await expect
+    .poll(() => clerk.evaluate(() => (window as unknown as { __cw: { state: { speaker: string | null } } }).__cw.state.speaker), { timeout: 20_000 })
+    .not.toBeNull()
 
   // The phone's rear camera plays on the clerk's screen; its own preview plays too.
   await playing(phone.locator('[data-test=inspect-preview]'))
