@@ -267,10 +267,11 @@ class AuthService:
 
     async def authenticate(self, s: AsyncSession, token: str, client_addr: str | None) -> Principal:
         """Turn a bearer access token into a principal, or raise 401."""
-        row = await AuthSessionRepository(s).get(self._session_id(token))
-        if row is None or row.revoked_at is not None or row.expires_at <= self.clock.now():
+        found = await AuthSessionRepository(s).with_user(self._session_id(token))
+        row = found[0] if found is not None else None
+        if found is None or row is None or row.revoked_at is not None or row.expires_at <= self.clock.now():
             raise Unauthorized("session has ended; log in again", code="session_revoked")
-        principal = await self._principal(s, row, client_addr)
+        principal = await self._principal(s, row, client_addr, loaded=(found[1], found[2]))
         self.session_cache.put(principal, row.invite_id, row.expires_at)
         return principal
 
@@ -311,27 +312,41 @@ class AuthService:
             if invite is None or invite.revoked_at is not None:
                 raise Unauthorized("the invite behind this session was revoked", code="session_revoked")
 
-    async def _principal(self, s: AsyncSession, row: AuthSession, client_addr: str | None) -> Principal:
-        """The principal of a login session.
+    async def _principal(
+        self,
+        s: AsyncSession,
+        row: AuthSession,
+        client_addr: str | None,
+        *,
+        loaded: tuple[User | None, str | None] | None = None,
+    ) -> Principal:
+        """The principal of a login session (``loaded``: its account and unit path, when already read).
 
         A session opened from an invite carries the invite's role and its one
         case, never the rights of the account it names: an invite to an admin
         still only reads its case.  The account (if any) is kept for the audit.
         """
-        user: User | None = await UserRepository(s).get(row.user_id) if row.user_id is not None else None
+        user: User | None
+        unit_path: str | None = None
+        if loaded is not None:
+            user, unit_path = loaded
+        else:
+            user = await UserRepository(s).get(row.user_id) if row.user_id is not None else None
         if user is not None and not user.active:
             raise Unauthorized("account is disabled", code="account_disabled")
         if row.invite_id is None:
             if user is None:
                 raise Unauthorized("session has no user", code="session_revoked")
-            unit = await OrgRepository(s).unit(user.unit_id)
+            if unit_path is None:
+                unit = await OrgRepository(s).unit(user.unit_id)
+                unit_path = unit.path if unit else ""
             return Principal(
                 user_id=user.id,
                 username=user.username,
                 display_name=user.display_name,
                 role=Role(user.role),
                 unit_id=user.unit_id,
-                unit_path=unit.path if unit else "",
+                unit_path=unit_path,
                 department_id=user.department_id,
                 session_id=row.id,
                 client_addr=client_addr,
