@@ -2,34 +2,12 @@
 // finds an expert in the library and invites them by one-time link; the expert opens the link, waits, is admitted,
 // both see each other's video; the clerk records a note and the conclusion, then removes the expert, whose link is
 // then dead.
-import { expect, test, type Locator, type Page } from '@playwright/test'
-import { login, shot } from './helpers'
+import { expect, test, type Page } from '@playwright/test'
+import { login, playing, rest, shot } from './helpers'
 
 async function newCase(page: Page): Promise<number> {
-  return page.evaluate(async () => {
-    const h = { Authorization: `Bearer ${sessionStorage.getItem('cw.token')}`, 'Content-Type': 'application/json' }
-    const r = await fetch('/api/v1/cases', {
-      method: 'POST',
-      headers: h,
-      body: JSON.stringify({ matter_code: 'MZ-001', applicant_name: '赵老伯', applicant_id_number: '330203195512123039', applicant_phone: '13800138000' }),
-    })
-    if (!r.ok) throw new Error(`case: ${r.status} ${await r.text()}`)
-    return (await r.json()).id as number
-  })
-}
-
-async function playing(video: Locator): Promise<void> {
-  await expect
-    .poll(
-      async () =>
-        video.evaluate(async (el: HTMLVideoElement) => {
-          const t0 = el.currentTime
-          await new Promise((r) => setTimeout(r, 400))
-          return el.currentTime > t0 && el.videoWidth > 0
-        }),
-      { timeout: 30_000 },
-    )
-    .toBe(true)
+  const c = await rest<{ id: number }>(page, 'POST', '/cases', { matter_code: 'MZ-001', applicant_name: '赵老伯', applicant_id_number: '330203195512123039', applicant_phone: '13800138000' })
+  return c.id
 }
 
 test('consultation: library expert invited by link, waiting room, admitted, note and conclusion, removed', async ({ browser }, info) => {

@@ -1,7 +1,7 @@
 // The whole remote-assistance flow in two real Chromium browsers (fake camera and microphone), against the real
 // server: a service point's staff member and a district clerk.  Run once in Chinese and once in English.
-import { expect, test, type Browser, type Locator, type Page, type WebSocketRoute } from '@playwright/test'
-import { field, login, shot } from './helpers'
+import { expect, test, type Browser, type Page } from '@playwright/test'
+import { cut, field, login, playing, restore, shot, wire } from './helpers'
 
 const PDF = Buffer.from(
   '%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n' +
@@ -24,58 +24,6 @@ async function open(browser: Browser, locale: 'zh-CN' | 'en'): Promise<Page> {
     await expect(page.getByRole('button', { name: 'Log in' })).toBeVisible()
   }
   return page
-}
-
-/** The page's network link: its HTTP (offline emulation) and its WebSockets (closed and refused while cut). */
-const links = new WeakMap<Page, { cut: boolean; sockets: WebSocketRoute[] }>()
-
-async function wire(page: Page): Promise<void> {
-  const link = { cut: false, sockets: [] as WebSocketRoute[] }
-  links.set(page, link)
-  await page.routeWebSocket(/\/socket\.io\//, (ws) => {
-    if (link.cut) {
-      void ws.close({ code: 1006, reason: 'network down' })
-      return
-    }
-    ws.connectToServer()
-    link.sockets.push(ws)
-  })
-}
-
-async function cut(page: Page): Promise<void> {
-  const link = links.get(page)!
-  link.cut = true
-  await page.context().setOffline(true)
-  for (const ws of link.sockets.splice(0)) await ws.close({ code: 1006, reason: 'network down' })
-}
-
-async function restore(page: Page): Promise<void> {
-  links.get(page)!.cut = false
-  await page.context().setOffline(false)
-}
-
-/** The video plays: its currentTime advances and a sample of its picture is not black. */
-async function playing(video: Locator): Promise<void> {
-  await expect
-    .poll(
-      async () =>
-        video.evaluate(async (el: HTMLVideoElement) => {
-          const t0 = el.currentTime
-          await new Promise((r) => setTimeout(r, 400))
-          if (el.currentTime <= t0 || el.videoWidth === 0) return 'stalled'
-          const c = document.createElement('canvas')
-          c.width = 32
-          c.height = 24
-          const g = c.getContext('2d')!
-          g.drawImage(el, 0, 0, 32, 24)
-          const d = g.getImageData(0, 0, 32, 24).data
-          let sum = 0
-          for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2]
-          return sum / (d.length / 4) / 3 > 8 ? 'playing' : 'black'
-        }),
-      { timeout: 30_000 },
-    )
-    .toBe('playing')
 }
 
 /** The selected ICE candidate pair of the page's peer connection: both ends on loopback. */
@@ -193,7 +141,7 @@ for (const locale of ['zh-CN', 'en'] as const) {
       .poll(
         async () => {
           await clerk.reload()
-          await clerk.locator('[data-loaded=true]').waitFor()
+          await clerk.locator('.case[data-loaded=true]').waitFor()
           return clerk.locator('[data-test=recording]').count()
         },
         { timeout: 90_000, intervals: [2000] },

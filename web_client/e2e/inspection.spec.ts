@@ -10,8 +10,8 @@ import { execFileSync } from 'node:child_process'
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { expect, test, type Locator, type Page, type WebSocketRoute } from '@playwright/test'
-import { login, shot } from './helpers'
+import { expect, test, type Page } from '@playwright/test'
+import { cut, login, playing, rest, restore, shot, wire } from './helpers'
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..')
 const PYTHON = join(ROOT, '.venv', 'bin', 'python')
@@ -31,21 +31,6 @@ interface Evidence {
   captured_at: string
 }
 
-/** A REST call with the page's own login (its tab's token). */
-async function rest<T = Record<string, unknown>>(page: Page, method: string, path: string, body: unknown = null): Promise<T> {
-  return page.evaluate(
-    async ([method, path, body]) => {
-      const h: Record<string, string> = { Authorization: `Bearer ${sessionStorage.getItem('cw.token')}` }
-      if (body !== null) h['Content-Type'] = 'application/json'
-      const r = await fetch(`/api/v1${path}`, { method, headers: h, body: body === null ? undefined : JSON.stringify(body) })
-      const text = await r.text()
-      if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`)
-      return text ? JSON.parse(text) : null
-    },
-    [method, path, body] as const,
-  ) as Promise<T>
-}
-
 /** The bytes of an authorised download, through the page. */
 async function download(page: Page, path: string): Promise<Buffer> {
   const b64 = await page.evaluate(async (path) => {
@@ -57,58 +42,6 @@ async function download(page: Page, path: string): Promise<Buffer> {
     return btoa(s)
   }, path)
   return Buffer.from(b64, 'base64')
-}
-
-/** The phone's network: HTTP (offline emulation) and its WebSockets (closed and refused while cut). */
-const links = new WeakMap<Page, { cut: boolean; sockets: WebSocketRoute[] }>()
-
-async function wire(page: Page): Promise<void> {
-  const link = { cut: false, sockets: [] as WebSocketRoute[] }
-  links.set(page, link)
-  await page.routeWebSocket(/\/socket\.io\//, (ws) => {
-    if (link.cut) {
-      void ws.close({ code: 1006, reason: 'network down' })
-      return
-    }
-    ws.connectToServer()
-    link.sockets.push(ws)
-  })
-}
-
-async function cut(page: Page): Promise<void> {
-  const link = links.get(page)!
-  link.cut = true
-  await page.context().setOffline(true)
-  for (const ws of link.sockets.splice(0)) await ws.close({ code: 1006, reason: 'network down' })
-}
-
-async function restore(page: Page): Promise<void> {
-  links.get(page)!.cut = false
-  await page.context().setOffline(false)
-}
-
-/** The video plays: its currentTime advances and a sample of its picture is not black. */
-async function playing(video: Locator): Promise<void> {
-  await expect
-    .poll(
-      async () =>
-        video.evaluate(async (el: HTMLVideoElement) => {
-          const t0 = el.currentTime
-          await new Promise((r) => setTimeout(r, 400))
-          if (el.currentTime <= t0 || el.videoWidth === 0) return 'stalled'
-          const c = document.createElement('canvas')
-          c.width = 32
-          c.height = 24
-          const g = c.getContext('2d')!
-          g.drawImage(el, 0, 0, 32, 24)
-          const d = g.getImageData(0, 0, 32, 24).data
-          let sum = 0
-          for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2]
-          return sum / (d.length / 4) / 3 > 8 ? 'playing' : 'black'
-        }),
-      { timeout: 30_000 },
-    )
-    .toBe('playing')
 }
 
 /** The filesystem store's file holding the object whose bytes hash to ``sha256`` (a 4 KiB header, then the bytes). */

@@ -3,24 +3,13 @@
 // sees the line, calls, recalls, skips and transfers; the supervisor's dashboard shows the department and its window.
 import { expect, test, type Page } from '@playwright/test'
 import { PASSWORD } from './env'
-import { login, shot } from './helpers'
+import { login, rest, shot } from './helpers'
 
 /** Open a case and take a ticket through the REST API with the page's own token (set-up, not what is tested). */
 async function caseWithTicket(page: Page, applicant: string, idNumber: string): Promise<{ caseId: number; number: string }> {
-  return page.evaluate(
-    async ([applicant, idNumber]) => {
-      const h = { Authorization: `Bearer ${sessionStorage.getItem('cw.token')}`, 'Content-Type': 'application/json' }
-      const post = async (path: string, body?: object) => {
-        const r = await fetch(path, { method: 'POST', headers: h, body: body && JSON.stringify(body) })
-        if (!r.ok) throw new Error(`${path}: ${r.status} ${await r.text()}`)
-        return r.json()
-      }
-      const c = await post('/api/v1/cases', { matter_code: 'MZ-001', applicant_name: applicant, applicant_id_number: idNumber, applicant_phone: '13800138000' })
-      const t = await post(`/api/v1/cases/${c.id}/tickets`)
-      return { caseId: c.id as number, number: t.number as string }
-    },
-    [applicant, idNumber],
-  )
+  const c = await rest<{ id: number }>(page, 'POST', '/cases', { matter_code: 'MZ-001', applicant_name: applicant, applicant_id_number: idNumber, applicant_phone: '13800138000' })
+  const t = await rest<{ number: string }>(page, 'POST', `/cases/${c.id}/tickets`)
+  return { caseId: c.id, number: t.number }
 }
 
 /** Nothing sticks out sideways: the page fits its viewport's width. */

@@ -1,12 +1,23 @@
 // Socket.IO: one connection per logged-in tab; every request is an event with an acknowledgement.
 import { io, type Socket } from 'socket.io-client'
-import { ApiError, token } from './api'
+import { api, ApiError, token } from './api'
 
 let socket: Socket | null = null
 
 export function realtime(): Socket {
   if (socket === null) {
-    socket = io({ path: '/socket.io/', auth: (cb) => cb({ token: token() }), transports: ['websocket'] })
+    const sock = io({ path: '/socket.io/', auth: (cb) => cb({ token: token() }), transports: ['websocket'] })
+    // A socket refused for an expired access token does not try again by itself: refresh the login (any REST call
+    // does, once), then reconnect with the new token.
+    sock.on('connect_error', (err: Error & { data?: { code?: string } }) => {
+      if (err.data?.code !== 'token_expired') return
+      void api('GET', '/me')
+        .then(() => {
+          if (!sock.active) sock.connect()
+        })
+        .catch(() => undefined)
+    })
+    socket = sock
   }
   return socket
 }
