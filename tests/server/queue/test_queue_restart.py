@@ -90,6 +90,17 @@ class Supervisor:
         self._backfills.append(asyncio.create_task(self.backfill()))
 
     async def backfill(self) -> None:
+        """Re-read the open alerts; a read cut off by the server's death is tried again, as the page would on its
+        next connect (bounded: the restarted server answers within the test's time limits)."""
+        for _ in range(200):
+            try:
+                await self._read_open_alerts()
+                return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.25)
+        raise AssertionError("the open-alert list could not be read for 50 s")
+
+    async def _read_open_alerts(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
         async with aiohttp.ClientSession(headers=headers) as http:
             offset = 0
