@@ -134,6 +134,9 @@ for (const locale of ['zh-CN', 'en'] as const) {
     await shot(staff, info, '10-staff-recovered')
 
     // The clerk completes the case; the recording appears in the case file and plays.
+    // Accept the case in the call (the materials are beside the video), then complete it.
+    await clerk.locator('[data-test=accept]').click()
+    await expect(clerk.locator('[data-test=accept]')).toHaveCount(0)
     await clerk.locator('[data-test=complete]').click()
     await expect(clerk).toHaveURL(new RegExp(`#/cases/${caseId}$`))
     await expect(clerk.locator('[data-test=case-state]')).toHaveText(locale === 'en' ? 'Completed' : '已办结')
