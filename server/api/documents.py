@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.routing import Api, Call, Page
 from server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from server.objectstore.base import content_disposition
+from server.objectstore.http import send_object
 from server.services.policy import Action
 from server.storage.cases import CaseRepository
 from server.storage.models import Document
@@ -154,21 +154,15 @@ async def document_content(call: Call) -> web.StreamResponse:
     sv = call.services
     async with sv.db.transaction() as s:
         doc = await sv.documents.get(s, call.me, call.path_int("case_id"), call.path_int("document_id"))
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": doc.content_type,
-            "Content-Length": str(doc.size),
-            "Content-Disposition": content_disposition(doc.filename),
-            "X-Content-Type-Options": "nosniff",
-            "ETag": f'"{doc.sha256}"',
-            "Cache-Control": "private, no-store",
-        }
+    return await send_object(
+        call.request,
+        sv.store,
+        doc.object_key,
+        content_type=doc.content_type,
+        size=doc.size,
+        sha256=doc.sha256,
+        filename=doc.filename,
     )
-    await resp.prepare(call.request)
-    async for chunk in sv.store.get(doc.object_key):
-        await resp.write(chunk)
-    await resp.write_eof()
-    return resp
 
 
 @api.route(

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.api.documents import MULTIPART_OVERHEAD, DocumentOut, _chunks, _file_part
 from server.api.routing import Api, Call, Page
 from server.errors import PayloadTooLarge, ValidationFailed
-from server.objectstore.base import content_disposition
+from server.objectstore.http import send_object
 from server.services import audit
 from server.services.inspections import EvidenceMeta, LocationIn, ResultIn, TaskCreate
 from server.storage.models import InspectionEvidence, InspectionLocation, InspectionResult, InspectionTask
@@ -368,21 +368,15 @@ async def evidence_content(call: Call) -> web.StreamResponse:
     sv = call.services
     async with sv.db.transaction() as s:
         row = await sv.inspections.one_evidence(s, call.me, call.path_int("task_id"), call.path_int("evidence_id"))
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": row.content_type,
-            "Content-Length": str(row.size),
-            "Content-Disposition": content_disposition(f"evidence-{row.id}.{row.content_type.split('/')[1]}"),
-            "X-Content-Type-Options": "nosniff",
-            "ETag": f'"{row.sha256}"',
-            "Cache-Control": "private, no-store",
-        }
+    return await send_object(
+        call.request,
+        sv.store,
+        row.object_key,
+        content_type=row.content_type,
+        size=row.size,
+        sha256=row.sha256,
+        filename=f"evidence-{row.id}.{row.content_type.split('/')[1]}",
     )
-    await resp.prepare(call.request)
-    async for chunk in sv.store.get(row.object_key):
-        await resp.write(chunk)
-    await resp.write_eof()
-    return resp
 
 
 @api.route(

@@ -18,6 +18,10 @@ Range requests support a single ``bytes=a-b``, ``bytes=a-`` or ``bytes=-n``
 range (with ``If-Range`` against the ETag); multi-range or malformed ``Range``
 headers are ignored and the whole object is sent, as RFC 9110 allows.  The
 ETag is the quoted SHA-256 of the object.
+
+:func:`send_object` is the other way out: an API handler that has already
+authorised the caller streams a stored object (a material, an evidence photo)
+with the same headers.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from server.errors import ApiError, BadRequest, Forbidden, NotFound
-from server.objectstore.base import InvalidKey, ObjectNotFound, content_disposition, validate_key
+from server.objectstore.base import InvalidKey, ObjectNotFound, ObjectStore, content_disposition, validate_key
 from server.objectstore.filesystem import FilesystemObjectStore
 from server.objectstore.signing import SignatureExpired, SignatureInvalid, UrlSigner
 
@@ -74,6 +78,27 @@ class ByteRange:
 
 class Unsatisfiable(Exception):
     """The ``Range`` header is valid but selects no byte of the object."""
+
+
+async def send_object(
+    request: web.Request, store: ObjectStore, key: str, *, content_type: str, size: int, sha256: str, filename: str
+) -> web.StreamResponse:
+    """Stream ``key`` from ``store`` as the answer to ``request`` (the caller is authorised already); never cached."""
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Content-Length": str(size),
+            "Content-Disposition": content_disposition(filename),
+            "X-Content-Type-Options": "nosniff",
+            "ETag": f'"{sha256}"',
+            "Cache-Control": "private, no-store",
+        }
+    )
+    await resp.prepare(request)
+    async for chunk in store.get(key):
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
 
 
 def parse_range(header: str, size: int) -> ByteRange | None:
