@@ -15,7 +15,7 @@ import logging
 import re
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import filetype
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.clock import Clock
 from server.errors import Conflict, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from server.objectstore import ObjectStore, ObjectTooLarge
+from server.objectstore import ObjectStore, ObjectTooLarge, StoredObject
 from server.services import audit
 from server.services.cases import OPEN_STATES, CaseService
 from server.services.policy import Action
@@ -68,6 +68,49 @@ class UploadTarget:
     max_size: int
 
 
+async def put_sniffed(
+    store: ObjectStore,
+    body: AsyncIterator[bytes],
+    accepted: tuple[str, ...],
+    max_size: int,
+    key_for: Callable[[str], str],
+    *,
+    wrong_type: str,
+    too_large: str,
+) -> tuple[str, str, StoredObject]:
+    """Store an upload whose type is sniffed from its first bytes (never trusted from the client).
+
+    Returns ``(key, detected type, stored object)``; ``key_for(detected)`` names the object. Refused with
+    ``422 empty_file``, ``415 unsupported_type`` (the words ``wrong_type``) or ``413 file_too_large`` (``too_large``),
+    and then nothing is stored.
+    """
+    head = b""
+    async for chunk in body:
+        head += chunk
+        if len(head) >= SNIFF_BYTES:
+            break
+    if not head:
+        raise ValidationFailed("the file is empty", code="empty_file")
+    kind = filetype.guess(head[:SNIFF_BYTES])
+    detected = kind.mime if kind else None
+    if detected is None or detected not in accepted:
+        raise UnsupportedMediaType(
+            wrong_type, code="unsupported_type", details={"detected": detected, "accepted": list(accepted)}
+        )
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield head
+        async for chunk in body:
+            yield chunk
+
+    key = key_for(detected)
+    try:
+        stored = await store.put(key, stream(), content_type=detected, max_size=max_size)
+    except ObjectTooLarge:
+        raise PayloadTooLarge(too_large, code="file_too_large", details={"max_size": max_size}) from None
+    return key, detected, stored
+
+
 class DocumentService:
     def __init__(
         self, *, db: Database, store: ObjectStore, cases: CaseService, clock: Clock, global_max_size: int
@@ -105,36 +148,15 @@ class DocumentService:
         self, principal: Principal, target: UploadTarget, filename: str | None, body: AsyncIterator[bytes]
     ) -> Document:
         """Steps 2 and 3 (see the module docstring)."""
-        head = b""
-        async for chunk in body:
-            head += chunk
-            if len(head) >= SNIFF_BYTES:
-                break
-        if not head:
-            raise ValidationFailed("the file is empty", code="empty_file")
-        kind = filetype.guess(head[:SNIFF_BYTES])
-        detected = kind.mime if kind else None
-        if detected not in target.accepted:
-            raise UnsupportedMediaType(
-                "this kind of file is not accepted here",
-                code="unsupported_type",
-                details={"detected": detected, "accepted": list(target.accepted)},
-            )
-
-        async def stream() -> AsyncIterator[bytes]:
-            yield head
-            async for chunk in body:
-                yield chunk
-
-        key = f"cases/{target.case_id}/documents/{uuid.uuid4().hex}"
-        try:
-            stored = await self.store.put(key, stream(), content_type=detected, max_size=target.max_size)
-        except ObjectTooLarge:
-            raise PayloadTooLarge(
-                "the file is larger than allowed",
-                code="file_too_large",
-                details={"max_size": target.max_size},
-            ) from None
+        key, detected, stored = await put_sniffed(
+            self.store,
+            body,
+            target.accepted,
+            target.max_size,
+            lambda _: f"cases/{target.case_id}/documents/{uuid.uuid4().hex}",
+            wrong_type="this kind of file is not accepted here",
+            too_large="the file is larger than allowed",
+        )
         try:
             async with self.db.transaction() as s:
                 # Re-check under the case lock: the case may have closed meanwhile.

@@ -27,18 +27,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-import filetype
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.clock import Clock
-from server.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from server.objectstore import ObjectNotFound, ObjectStore, ObjectTooLarge
+from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from server.objectstore import ObjectNotFound, ObjectStore
 from server.reports.inspection import Lang, ReportData, ReportItem, ReportParticipant, ReportPhoto, render
 from server.services import audit
 from server.services.cases import OPEN_STATES, CaseService, CaseView
-from server.services.documents import sanitise_filename
+from server.services.documents import put_sniffed, sanitise_filename
 from server.services.evidence import EvidenceSigner, Verification
 from server.services.identity import mask_id_number
 from server.services.policy import Action, may_inspect, may_report_from_site
@@ -61,7 +60,6 @@ log = logging.getLogger(__name__)
 
 EVIDENCE_TYPES = ("image/jpeg", "image/png", "image/webp")
 _EXT = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
-SNIFF_BYTES = 8192
 Need = Literal["read", "inspect", "site"]
 
 
@@ -281,35 +279,16 @@ class InspectionService:
         self, principal: Principal, tv: TaskView, meta: EvidenceMeta, body: AsyncIterator[bytes]
     ) -> tuple[InspectionEvidence, bool]:
         """Store the photo; ``(row, created)`` — ``created`` is false for a retry of a stored upload."""
-        head = b""
-        async for chunk in body:
-            head += chunk
-            if len(head) >= SNIFF_BYTES:
-                break
-        if not head:
-            raise ValidationFailed("the file is empty", code="empty_file")
-        kind = filetype.guess(head[:SNIFF_BYTES])
-        detected = kind.mime if kind else None
-        if detected not in EVIDENCE_TYPES:
-            raise UnsupportedMediaType(
-                "evidence must be a JPEG, PNG or WebP photo",
-                code="unsupported_type",
-                details={"detected": detected, "accepted": list(EVIDENCE_TYPES)},
-            )
-
-        async def stream() -> AsyncIterator[bytes]:
-            yield head
-            async for chunk in body:
-                yield chunk
-
         task = tv.task
-        key = f"cases/{task.case_id}/inspections/{task.id}/{uuid.uuid4().hex}.{_EXT[detected]}"
-        try:
-            stored = await self.store.put(key, stream(), content_type=detected, max_size=self.max_size)
-        except ObjectTooLarge:
-            raise PayloadTooLarge(
-                "the photo is larger than allowed", code="file_too_large", details={"max_size": self.max_size}
-            ) from None
+        key, detected, stored = await put_sniffed(
+            self.store,
+            body,
+            EVIDENCE_TYPES,
+            self.max_size,
+            lambda detected: f"cases/{task.case_id}/inspections/{task.id}/{uuid.uuid4().hex}.{_EXT[detected]}",
+            wrong_type="evidence must be a JPEG, PNG or WebP photo",
+            too_large="the photo is larger than allowed",
+        )
         keep = False
         try:
             try:
