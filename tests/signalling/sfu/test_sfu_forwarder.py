@@ -11,7 +11,7 @@ the import-time checks of the new patches.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -47,39 +47,7 @@ from signalling.sfu.passthrough import (
     bound_receive_queue,
     check_aiortc,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.timers: list[tuple[float, Callable[[], None], list[bool]]] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
-        cancelled = [False]
-        self.timers.append((self.now + delay, callback, cancelled))
-        return FakeTimer(cancelled)
-
-    def advance(self, seconds: float) -> None:
-        target = self.now + seconds
-        while due := sorted((t for t in self.timers if t[0] <= target), key=lambda t: t[0]):
-            deadline, callback, cancelled = due[0]
-            self.timers.remove(due[0])
-            self.now = deadline
-            if not cancelled[0]:
-                callback()
-        self.now = target
-
-
-class FakeTimer:
-    def __init__(self, cancelled: list[bool]) -> None:
-        self._cancelled = cancelled
-
-    def cancel(self) -> None:
-        self._cancelled[0] = True
-
+from tests.signalling.sfu.loop_clock import FakeClock
 
 VIDEO = Fraction(1, 90000)
 KEY = b"\x10\x02\x00\x9d\x01\x2a" + bytes(10)
