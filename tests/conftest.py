@@ -33,7 +33,7 @@ from server.storage.migrate import upgrade
 from server.storage.models import Base
 from signalling.sfu import network
 from signalling.sfu.passthrough import PassthroughQueue
-from tests.media_harness import DecoderWatch
+from tests.media_harness import Caller, DecoderWatch
 
 IN_CI = os.environ.get("CI") == "true"
 PG_ADMIN_DSN = os.environ.get("CLOUDWINDOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -311,3 +311,23 @@ def decoder_watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecoderWatch]:
     monkeypatch.setattr(rtcrtpreceiver, "get_decoder", watched_get_decoder)
     yield watch
     assert not watch.server_decoders, f"the server decoded {watch.server_decoders}"
+
+
+@pytest.fixture
+async def callers() -> AsyncIterator[Any]:
+    """``await callers(app_client, who, tag)``: a connected Caller (Socket.IO + aiortc browser stand-in) for a logged-in
+    ``Session`` or a bare access token; all are closed at the end, and none may have seen a server error."""
+    made: list[Caller] = []
+
+    async def make(app_client: Any, who: Session | str, tag: int) -> Caller:
+        token = who if isinstance(who, str) else who.token
+        c = Caller(f"http://127.0.0.1:{app_client.server.port}", token, tag)
+        await c.connect()
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        await c.close()
+    for c in made:
+        assert not c.errors, c.errors

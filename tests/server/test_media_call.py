@@ -15,25 +15,8 @@ import pytest
 
 from signalling.sfu.peer import nominated_pair
 from tests.conftest import Session
-from tests.media_harness import Caller, assert_numbers_sane, until
+from tests.media_harness import assert_numbers_sane, until
 from tests.server.api.conftest import open_case
-
-
-@pytest.fixture
-async def callers() -> Any:
-    made: list[Caller] = []
-
-    async def make(app_client: Any, session: Session, tag: int) -> Caller:
-        c = Caller(f"http://127.0.0.1:{app_client.server.port}", session.token, tag)
-        await c.connect()
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
-    for c in made:
-        assert not c.errors, c.errors
 
 
 async def _open_session(staff: Session) -> int:

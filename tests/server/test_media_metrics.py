@@ -16,8 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.metrics import MediaCollector
 from signalling.metrics import PeerFigures, SessionFigures, peer_figures
 from signalling.sfu.peer import PeerStats, TrackStats
-from tests.conftest import Session
-from tests.media_harness import Caller, until
+from tests.media_harness import until
 from tests.server.api.conftest import open_case
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -43,23 +42,6 @@ async def scrape(client: Any) -> Samples:
     resp = await client.get("/metrics")
     assert resp.status == 200
     return parse(await resp.text())
-
-
-@pytest.fixture
-async def callers() -> Any:
-    made: list[Caller] = []
-
-    async def make(app_client: Any, session: Session, tag: int) -> Caller:
-        c = Caller(f"http://127.0.0.1:{app_client.server.port}", session.token, tag)
-        await c.connect()
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
-    for c in made:
-        assert not c.errors, c.errors
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

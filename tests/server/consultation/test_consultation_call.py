@@ -76,23 +76,6 @@ def audio_frames(receiver: Caller, publisher: Caller) -> int:
     return receiver.media.audio_on(mid).audio_frames if mid is not None else 0
 
 
-@pytest.fixture
-async def callers() -> Any:
-    made: list[Caller] = []
-
-    async def make(app_client: Any, token: str, tag: int) -> Caller:
-        c = Caller(f"http://127.0.0.1:{app_client.server.port}", token, tag)
-        await c.connect()
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
-    for c in made:
-        assert not c.errors, c.errors
-
-
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_four_party_consultation_through_invites(as_user: Any, client: Any, callers: Any) -> None:
     staff, clerk = await as_user("staff"), await as_user("clerk_t1")
