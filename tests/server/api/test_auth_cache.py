@@ -88,7 +88,7 @@ def _principal(session_id: str) -> Principal:
         unit_path="/1/",
         department_id=1,
         session_id=session_id,
-        client_addr="10.0.0.1",
+        client_addr="127.0.0.1",
     )
 
 
