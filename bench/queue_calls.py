@@ -490,9 +490,10 @@ async def run_engine(engine: str, args: argparse.Namespace, tmp: Path) -> Result
                 if n > 1:
                     server_env["CLOUDWINDOW_REDIS_URL"] = REDIS_URL
                     server_env["CLOUDWINDOW_REDIS_PREFIX"] = f"cwbench-{uuid.uuid4().hex[:8]}"
-                if n == processes[0]:
+                if n == processes[0] and "baseline" in args.modes:
                     baseline = Phase("baseline", n, tickets=await tickets(args.baseline_calls))
-                burst = Phase("burst", n, tickets=await tickets(args.tickets))
+                if "burst" in args.modes:
+                    burst = Phase("burst", n, tickets=await tickets(args.tickets))
                 servers = [Server(server_env, data, f"server-{n}-{i}") for i in range(n)]
                 try:
                     await asyncio.gather(*(s.ready() for s in servers))
@@ -506,7 +507,7 @@ async def run_engine(engine: str, args: argparse.Namespace, tmp: Path) -> Result
                         async with http.get(f"{servers[0].url}/api/v1/org", headers=hdrs) as resp:
                             windows = {w["code"]: w["id"] for w in (await _json(resp, 200))["windows"]}
                         await sign_in(http, clerks, windows)
-                    if n == processes[0]:
+                    if n == processes[0] and "baseline" in args.modes:
                         await measured(
                             baseline,
                             servers,
@@ -515,12 +516,15 @@ async def run_engine(engine: str, args: argparse.Namespace, tmp: Path) -> Result
                             "baseline",
                         )
                         result.phases.append(baseline)
-                    # Burst: everyone at once, no pause, until the line is empty (nobody can call more than all).
-                    burst_work = asyncio.gather(
-                        *(skip_loop(http, c, args.tickets, deadline, burst.times, result.called) for c in clerks)
-                    )
-                    await measured(burst, servers, profile, burst_work, f"{engine}-{n}p-burst")
-                    result.phases.append(burst)
+                    if "burst" in args.modes:
+                        # Burst: everyone at once, no pause, until the line is empty (nobody can call more than all).
+                        burst_work = asyncio.gather(
+                            *(skip_loop(http, c, args.tickets, deadline, burst.times, result.called) for c in clerks)
+                        )
+                        await measured(burst, servers, profile, burst_work, f"{engine}-{n}p-burst")
+                        result.phases.append(burst)
+                    if "paced" not in args.modes:
+                        continue
                     # Paced: the line refilled with the server idle, then clerks serve at their own pace.
                     paced = Phase("paced", n, tickets=await tickets(args.tickets))
                     rngs = [random.Random(rng.random()) for _ in clerks]
@@ -646,6 +650,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-calls", type=int, default=100)
     p.add_argument("--service-time", default="4,12", help="paced mode: MIN,MAX seconds of service per ticket")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--modes", default="baseline,burst,paced", help="the phases to run (a subset of the three)")
     p.add_argument("--timeout", type=float, default=900, help="seconds for the measured phases of one engine")
     p.add_argument("--strict", action="store_true", help="exit 1 when the paced p99 target is missed")
     p.add_argument("--smoke", action="store_true", help="a few clerks and tickets, seconds long (CI)")
@@ -656,12 +661,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.service_time = "0.05,0.2"
     try:
         args.processes = sorted({int(n) for n in args.processes.split(",")})
+        args.modes = set(args.modes.split(","))
         lo, hi = (float(x) for x in args.service_time.split(","))
     except ValueError:
         p.error("--processes is a list of integers, --service-time MIN,MAX")
     args.service = (lo, hi)
     if not 0 <= lo <= hi <= 600:
         p.error("--service-time must be 0 <= MIN <= MAX <= 600")
+    if not args.modes or args.modes - {"baseline", "burst", "paced"}:
+        p.error("--modes: a comma-separated subset of baseline,burst,paced")
     if not all(1 <= n <= 4 for n in args.processes):
         p.error("--processes: 1 to 4 server processes")
     if args.processes != [1] and not redis_reachable():

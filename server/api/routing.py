@@ -218,7 +218,7 @@ class Api:
                 addr = client_addr(request, services.settings.trust_forwarded_for)
                 principal = services.auth.authenticate_cached(token.strip(), addr)
                 if principal is None:
-                    async with services.db.transaction() as s:
+                    async with services.db.read() as s:
                         principal = await services.auth.authenticate(s, token.strip(), addr)
                 request[PRINCIPAL] = principal
             query = None

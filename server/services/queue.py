@@ -1389,7 +1389,7 @@ class QueueService:
             return
         notices: list[Notice] = []
         try:
-            async with self.db.transaction() as s:
+            async with self.db.read() as s:
                 for department_id in sorted(departments):
                     board = await self._board(s, department_id, None)
                     notices.append(
