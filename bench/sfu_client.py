@@ -49,7 +49,7 @@ from sfu_janus import JanusError, JanusSession
 from sfu_media import MAGIC, TRAILER, Clip, ClipAudioTrack, ClipVideoTrack, load_clip, now_ns, read_number
 
 from signalling.sfu.network import gather_from
-from signalling.sfu.passthrough import adopt_receiver
+from signalling.sfu.passthrough import adopt_receiver, lean_receiver
 from signalling.sfu.peer import nominated_pair
 
 logger = logging.getLogger("sfu_client")
@@ -82,19 +82,17 @@ class Probe:
         self.streams = streams
 
     def attach(self, receiver: Any, kind: str) -> None:
-        original = receiver._handle_rtp_packet
         streams = self.streams
         key_timestamp: list[int | None] = [None]
         keyframe_seen = [kind != "video"]
 
-        async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
+        def observe(timestamp: int, payload: bytes) -> None:
             arrived = now_ns()
-            payload = packet.payload
             if not keyframe_seen[0] and payload:
                 with contextlib.suppress(ValueError, IndexError):
                     descriptor, rest = VpxPayloadDescriptor.parse(payload)
                     if descriptor.partition_start and descriptor.partition_id == 0 and rest and not rest[0] & 1:
-                        key_timestamp[0] = packet.timestamp
+                        key_timestamp[0] = timestamp
             if len(payload) >= TRAILER.size and payload[-TRAILER.size : -TRAILER.size + 4] == MAGIC:
                 _, stream_id, seq, sent = TRAILER.unpack_from(payload, len(payload) - TRAILER.size)
                 arrivals = streams.get(stream_id)
@@ -102,12 +100,22 @@ class Probe:
                     arrivals = streams[stream_id] = StreamArrivals(kind)
                 if arrivals.first_ns is None:
                     arrivals.first_ns = arrived
-                if not keyframe_seen[0] and packet.timestamp == key_timestamp[0]:
+                if not keyframe_seen[0] and timestamp == key_timestamp[0]:
                     keyframe_seen[0] = True
                 if arrivals.first_key_ns is None and keyframe_seen[0]:
                     arrivals.first_key_ns = arrived
                 if seq not in arrivals.seqs:
                     arrivals.seqs[seq] = (sent, arrived)
+
+        lean = lean_receiver(receiver)
+        if lean is not None:
+            # An adopted receiver: its packets skip _handle_rtp_packet (signalling.sfu.receive), except any that
+            # aiortc's loop had queued before the lean path took over, which the wrapper below still sees.
+            lean.probe = observe
+        original = receiver._handle_rtp_packet
+
+        async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
+            observe(packet.timestamp, packet.payload)
             await original(packet, arrival_time_ms)
 
         setattr(receiver, "_handle_rtp_packet", handle_rtp_packet)  # noqa: B010 - per-instance probe

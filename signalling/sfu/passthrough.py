@@ -2,7 +2,8 @@
 
 How a published track flows::
 
-    publisher --RTP--> RTCRtpReceiver: SRTP, NACK/RTX, frame assembly (signalling.sfu.jitter), depacketiser
+    publisher --RTP--> LeanReceiver (signalling.sfu.receive, in aioice's datagram callback): SRTP, header fields,
+                         RTCP statistics, NACK/RTX, depacketiser, frame assembly (signalling.sfu.jitter)
                          | put((codec, JitterFrame))       (complete VP8/H264 frame, one Opus packet)
                          v
                        PassthroughQueue (stands in for the decoder queue)
@@ -51,7 +52,10 @@ short interval (0.1 s) from the previous one.
 
 The aiortc patch (this package only, per instance, never global):
 ``adopt_receiver`` replaces one receiver's private decoder queue, jitter
-buffer and bitrate estimator and wraps its ``_send_rtcp``; ``adopt_sender``
+buffer and bitrate estimator, wraps its ``_send_rtcp``, ``receive`` and
+``stop``, and takes its RTP packets off aiortc's receive loop
+(:class:`~signalling.sfu.receive.ReceivePath` patches ``data_received`` of
+the transport's aioice connection); ``adopt_sender``
 wraps one sender's RTCP handler to observe PLI/FIR, that sender's transport's
 RTP router to deliver FIR, whose media SSRC is 0 and whose target is in the
 FCI (aiortc 1.16 routes feedback by media SSRC only and so drops FIR), and
@@ -78,17 +82,22 @@ import aioice
 import aiortc
 import av
 from aioice.ice import Connection as _IceConnection
+from aioice.ice import StunProtocol as _IceStunProtocol
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc import jitterbuffer as _jitterbuffer
 from aiortc import rtcpeerconnection as _rtcpeerconnection
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
+from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpRrPacket, pack_remb_fci
 
 from .forwarder import RtpForwarder, ntp_now
 from .jitter import AudioPacketBuffer, VideoFrameBuffer
 from .packetiser import Packetiser, packetiser_for
+from .receive import LeanReceiver, ReceivePath
 
 __all__ = [
     "AIOICE_SUPPORTED",
@@ -108,6 +117,7 @@ __all__ = [
     "bound_receive_queue",
     "check_aiortc",
     "is_keyframe",
+    "lean_receiver",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,6 +142,15 @@ _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _BITRATE_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
 _RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 _KIND = "_RTCRtpReceiver__kind"
+_LEAN_ATTRIBUTE = "_cloudwindow_lean_receiver"
+_RECEIVER_CODECS = "_RTCRtpReceiver__codecs"
+_RECEIVER_RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
+_RECEIVER_STREAMS = "_RTCRtpReceiver__remote_streams"
+_RECEIVER_ACTIVE_SSRC = "_RTCRtpReceiver__active_ssrc"
+_RECEIVER_NACK = "_RTCRtpReceiver__nack_generator"
+_DTLS_RX_BYTES = "_RTCDtlsTransport__rx_bytes"
+_DTLS_RX_PACKETS = "_RTCDtlsTransport__rx_packets"
+_PC_CONNECT = vars(_rtcpeerconnection.RTCPeerConnection).get("_RTCPeerConnection__connect")
 _SENDER_STATE = (
     "_RTCRtpSender__rtp_started",
     "_RTCRtpSender__rtp_exited",
@@ -238,6 +257,55 @@ def check_aiortc() -> None:
     problems += _missing_names(_IceConnection.recvfrom, "_queue", "get")
     problems += _missing_names(_IceConnection.sendto, "_nominated", "protocol", "send_data", "remote_addr")
     problems += _missing_names(_rtcpeerconnection.create_media_description_for_transceiver, "_stream_id")
+    # The lean receive path (signalling.sfu.receive).
+    problems += _missing_names(
+        RTCRtpReceiver.__init__,
+        _RECEIVER_CODECS,
+        _RECEIVER_RTX_SSRC,
+        _RECEIVER_STREAMS,
+        _RECEIVER_ACTIVE_SSRC,
+        _RECEIVER_NACK,
+    )
+    problems += _missing_names(
+        RTCRtpReceiver._handle_rtp_packet,
+        "_enabled",
+        _RECEIVER_ACTIVE_SSRC,
+        _RECEIVER_STREAMS,
+        "StreamStatistics",
+        "unwrap_rtx",
+        _RECEIVER_NACK,
+        "_send_rtcp_nack",
+        "depayload",
+        "_send_rtcp_pli",
+    )
+    problems += _missing_names(RTCRtpReceiver.receive, _RECEIVER_CODECS, _RECEIVER_RTX_SSRC, "_register_rtp_receiver")
+    problems += _missing_names(RTCRtpReceiver._run_rtcp, _RECEIVER_STREAMS, "fraction_lost", "packets_lost", "jitter")
+    problems += _missing_names(RTCRtpReceiver.getStats, _RECEIVER_STREAMS, "packets_received", "packets_lost")
+    problems += _missing_names(RTCRtpReceiver.getSynchronizationSources, _RECEIVER_ACTIVE_SSRC)
+    problems += _missing_names(
+        StreamStatistics.__init__,
+        "base_seq",
+        "max_seq",
+        "cycles",
+        "packets_received",
+        "_clockrate",
+        "_jitter_q4",
+        "_last_arrival",
+        "_last_timestamp",
+    )
+    problems += _missing_names(StreamStatistics.add, "time", "_clockrate", "_jitter_q4", "cycles")
+    problems += _missing_names(NackGenerator.add, "max_seq", "missing", "truncate")
+    problems += _missing_names(RTCDtlsTransport.__init__, "_rx_srtp", "_state", _DTLS_RX_BYTES, _DTLS_RX_PACKETS)
+    problems += _missing_names(
+        RTCDtlsTransport._recv_next, "_rx_srtp", "unprotect", "_handle_rtp_data", _DTLS_RX_BYTES, _DTLS_RX_PACKETS
+    )
+    problems += _missing_names(RTCDtlsTransport._handle_rtp_data, "route_rtp", "_handle_rtp_packet")
+    problems += _missing_names(RtpRouter.__init__, "ssrc_table", "payload_type_table")
+    problems += _missing_names(RtpRouter.route_rtp, "ssrc_table", "payload_type_table", "ssrc", "payload_type")
+    problems += _missing_names(_IceStunProtocol.datagram_received, "data_received")
+    problems += _missing_names(RTCIceTransport.__init__, "_connection")
+    problems += _missing_names(RTCRtpTransceiver.stop, "stop")
+    problems += _missing_names(_PC_CONNECT, "receive")
     for name in ("_packetize", "_split_bitstream"):
         if not callable(getattr(H264Encoder, name, None)):
             problems.append(f"aiortc's H264Encoder.{name} is gone")
@@ -292,7 +360,9 @@ class PassthroughQueue(queue.Queue[Any]):
             logger.exception("forwarding an encoded frame failed")
 
 
-def adopt_receiver(receiver: RTCRtpReceiver, *, remb_bitrate: int | None = DEFAULT_REMB_BITRATE) -> PassthroughQueue:
+def adopt_receiver(
+    receiver: RTCRtpReceiver, *, remb_bitrate: int | None = DEFAULT_REMB_BITRATE, lean: bool = True
+) -> PassthroughQueue:
     """Make ``receiver`` forward encoded frames instead of decoding them.
 
     Must run before the receiver starts (``receive()``, called by the peer
@@ -308,18 +378,58 @@ def adopt_receiver(receiver: RTCRtpReceiver, *, remb_bitrate: int | None = DEFAU
       report (every 0.5-1.5 s) a video receiver sends one REMB announcing
       ``remb_bitrate`` bit/s (``None``: no REMB at all), so that a browser
       publisher, whose congestion control caps its rate at the REMB value,
-      may ramp up to it on loss-based estimation alone.
+      may ramp up to it on loss-based estimation alone;
+    * with ``lean`` (the default), its RTP packets skip aiortc's receive
+      loop and ``_handle_rtp_packet``: :class:`~signalling.sfu.receive.LeanReceiver`
+      does the same work on the header fields, in aioice's datagram callback
+      (installed on the receiver's DTLS transport when it starts).
     """
     if getattr(receiver, _DECODER_THREAD) is not None:
         raise RuntimeError("the receiver has already started decoding")
     passthrough = PassthroughQueue()
     setattr(receiver, _DECODER_QUEUE, passthrough)
     video = getattr(receiver, _KIND) == "video"
-    setattr(receiver, _JITTER_BUFFER, VideoFrameBuffer() if video else AudioPacketBuffer())
+    frame_buffer = VideoFrameBuffer() if video else AudioPacketBuffer()
+    setattr(receiver, _JITTER_BUFFER, frame_buffer)
     setattr(receiver, _BITRATE_ESTIMATOR, None)
     if video and remb_bitrate is not None:
         _send_remb_with_reports(receiver, remb_bitrate)
+    if lean:
+        _receive_lean(receiver, LeanReceiver(receiver, frame_buffer, passthrough.put))
     return passthrough
+
+
+def lean_receiver(receiver: RTCRtpReceiver) -> LeanReceiver | None:
+    """The :class:`~signalling.sfu.receive.LeanReceiver` of an adopted receiver (``None``: aiortc's path)."""
+    lean = receiver.__dict__.get(_LEAN_ATTRIBUTE)
+    return lean if isinstance(lean, LeanReceiver) else None
+
+
+def _receive_lean(receiver: RTCRtpReceiver, lean: LeanReceiver) -> None:
+    # The receive path is installed now, before the transport can receive anything, and again on the transport the
+    # receiver has when it starts: with a BUNDLE answer aiortc may have replaced the one it was made with
+    # (``setTransport``).  Packets that arrive before aiortc registers the receiver are held and replayed after.
+    original_receive = receiver.receive
+    original_stop = receiver.stop
+    paths = [ReceivePath.of(receiver.transport)]
+    paths[0].add(lean)
+
+    async def receive(parameters: Any) -> None:
+        path = ReceivePath.of(receiver.transport)
+        if path is not paths[0]:
+            paths[0].remove(lean)
+            paths[0] = path
+            path.add(lean)
+        await original_receive(parameters)
+        path.replay()
+
+    async def stop() -> None:
+        paths[0].remove(lean)
+        await original_stop()
+
+    setattr(receiver, _LEAN_ATTRIBUTE, lean)
+    setattr(receiver, "receive", receive)  # noqa: B010 - instance patch, see module docstring
+    setattr(receiver, "stop", stop)  # noqa: B010
 
 
 def _send_remb_with_reports(receiver: RTCRtpReceiver, bitrate: int) -> None:

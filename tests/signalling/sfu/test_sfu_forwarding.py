@@ -15,7 +15,9 @@ import time
 from aiortc.rtp import RTCP_PSFB_FIR, RtcpPsfbPacket
 
 from signalling.sfu import MediaNetworkConfig, PeerStateChanged, TrackPublished, TrackUnpublished
+from signalling.sfu.passthrough import lean_receiver
 from signalling.sfu.peer import nominated_pair
+from signalling.sfu.receive import ReceivePath
 from tests.media_harness import CONFIG, Call, Client, DecoderWatch, assert_numbers_sane, until
 
 
@@ -61,6 +63,25 @@ async def test_two_party_both_directions(decoder_watch: DecoderWatch) -> None:
         bob_out = next(t for t in stats["bob"].tracks if t.source is not None and t.source.label == "camera")
         assert (bob_out.packets_sent or 0) > 20 and (bob_out.bytes_sent or 0) > 1000
         assert stats["bob"].selected_pair is not None
+        # The SFU received every forwarded track on its lean path (signalling.sfu.receive), not aiortc's loop; the
+        # statistics it keeps there are aiortc's (inbound-rtp) and feed the receiver reports the publishers get.
+        assert (alice_in.packets_received or 0) > 20 and alice_in.packets_lost is not None
+        for name in ("alice", "bob"):
+            server_pc = call.room.peer(name).pc
+            path = ReceivePath.of(server_pc.getTransceivers()[0].receiver.transport)
+            assert path.taken > 40
+            published = [t for t in server_pc.getTransceivers() if t.direction == "recvonly"]
+            assert len(published) == 2
+            for transceiver in published:
+                lean = lean_receiver(transceiver.receiver)
+                assert lean is not None and lean.packets > 10
+        for _ in range(100):  # receiver reports every 0.5-1.5 s
+            report = await alice.pc.getTransceivers()[0].sender.getStats()
+            if any(getattr(s, "type", None) == "remote-inbound-rtp" for s in report.values()):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no receiver report from the SFU reached alice")
         published = [e.track for e in call.log if isinstance(e, TrackPublished)]
         assert {(t.participant_id, t.label) for t in published} == {
             ("alice", "audio"),
