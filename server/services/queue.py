@@ -48,7 +48,7 @@ from server.services.policy import Action, CaseScope, may
 from server.services.principal import Principal, Role
 from server.services.sessions import SessionService
 from server.settings import QueueSettings
-from server.storage.cases import CaseRepository
+from server.storage.cases import CaseRepository, transaction_memo
 from server.storage.database import Database
 from server.storage.matters import MatterRepository
 from server.storage.models import (
@@ -426,9 +426,23 @@ class QueueService:
     async def _ticket(
         self, s: AsyncSession, principal: Principal, ticket_id: int, act: TicketAct, *, for_update: bool = True
     ) -> Ticket:
-        """The ticket if ``principal`` may do ``act`` on it: one it may not see is 404, like cases."""
-        t = await TicketRepository(s).get(ticket_id, for_update=for_update)
-        if t is None or not await self._may_read(s, principal, t):
+        """The ticket if ``principal`` may do ``act`` on it: one it may not see is 404, like cases.
+
+        One statement: the ticket with the paths the check needs and its
+        window's tidal flag; ``for_update`` locks the ticket and its case (every
+        action on a ticket is audited on the case, which takes that lock).
+        """
+        found = await TicketRepository(s).in_hand(ticket_id, for_update=for_update)
+        if found is None:
+            raise NotFound("no such ticket", code="ticket_not_found")
+        t, cases = found.ticket, CaseRepository(s)
+        cases.remember_department_path(t.department_id, found.department_path)
+        if found.case is not None:
+            cases.remember_locked(found.case)
+        if t.window_id is not None and not found.window_tidal:
+            transaction_memo(s).setdefault("untidal_windows", set()).add(t.window_id)
+        scope = CaseScope(t.case_id, t.unit_id, found.unit_path, t.department_id, found.department_path)
+        if not may(principal, Action.READ, scope):
             raise NotFound("no such ticket", code="ticket_not_found")
         if act is TicketAct.POINT:
             if not (
@@ -590,7 +604,7 @@ class QueueService:
         locked = await WindowRepository(s).lock_for_call(window_id)
         if locked is None:
             raise NotFound("no such window", code="window_not_found")
-        window, current_id = locked
+        window, current_id, policy = locked
         if window.state == "closed":
             raise Conflict("the window is closed", code="window_not_open", details={"state": window.state})
         if principal.user_id is None or window.clerk_user_id != principal.user_id:
@@ -623,7 +637,7 @@ class QueueService:
             notice = {"ticket": ticket_event(ended), "reason": "case_closed"}
             out.add(f"unit:{ended.unit_id}", "queue.cancelled", notice)
             out.changed(ended.department_id)
-        limits = await self._thresholds(s, window.department_id)
+        limits = PolicyBook(self.settings, [policy] if policy is not None else []).thresholds(window.department_id)
         t = await tickets.mark_called(
             ticket_id,
             window_id=window.id,
@@ -686,7 +700,9 @@ class QueueService:
         t.state, t.end_reason, t.finished_at, t.ring_deadline = state, reason, self.clock.now(), None
         await s.flush()
         out.changed(t.department_id)
-        if window_id is not None:
+        # A window read as not tidal with the ticket is not looked at again: one that became tidal since has
+        # its end in the future (open_tidal), and the scanner closes tidal windows past their end anyway.
+        if window_id is not None and window_id not in transaction_memo(s).get("untidal_windows", ()):
             await self._close_tidal_if_due(s, await self._window(s, window_id), out)
 
     async def skip(self, s: AsyncSession, principal: Principal, ticket_id: int, out: Outbox) -> Ticket:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.storage.models import Case, CaseAuditEntry, Department, Document, OrgUnit
+from server.storage.models import Case, CaseAuditEntry, Department, Document, Matter, OrgUnit
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,48 @@ class CaseRepository:
         return case
 
     async def get(self, case_id: int, *, for_update: bool = False) -> Case | None:
-        """The case; ``for_update`` locks its row to the end of the transaction (asked once: a held lock is kept)."""
+        """The case; ``for_update`` locks its row to the end of the transaction (asked once: a held lock is kept).
+
+        The locking read brings the case's centre path and its matter along
+        (what :meth:`CaseService.load` asks next), so they cost no statement
+        of their own.
+        """
         if for_update:
-            # The memo holds the rows themselves: the session's identity map only keeps unchanged rows weakly.
             locked: dict[int, Case] = transaction_memo(self.s).setdefault("locked_cases", {})
             if case_id in locked:
                 return locked[case_id]
-            stmt = select(Case).where(Case.id == case_id).with_for_update()
-            case = (await self.s.execute(stmt)).scalar_one_or_none()
-            if case is not None:
-                locked[case_id] = case
-            return case
+            stmt = (
+                select(Case, OrgUnit.path, Matter)
+                .join(Department, Department.id == Case.department_id)
+                .join(OrgUnit, OrgUnit.id == Department.unit_id)
+                .join(Matter, Matter.id == Case.matter_id)
+                .where(Case.id == case_id)
+                .with_for_update(of=Case)
+            )
+            row = (await self.s.execute(stmt)).one_or_none()
+            if row is None:
+                return None
+            self.remember_locked(row[0], row[1], row[2])
+            return row[0]
         return await self.s.get(Case, case_id)
+
+    def remember_locked(self, case: Case, department_path: str | None = None, *loaded: object) -> None:
+        """Record a case row the caller has locked, for the rest of the transaction (see :func:`transaction_memo`).
+
+        ``department_path``: the centre path of the case's department, if the
+        same statement read it; ``loaded``: ORM rows that came along (kept
+        here, so the session's identity map, which holds unchanged rows only
+        weakly, still answers ``session.get`` for them).
+        """
+        memo = transaction_memo(self.s)
+        memo.setdefault("locked_cases", {})[case.id] = case
+        if department_path is not None:
+            memo.setdefault("department_paths", {})[case.department_id] = department_path
+        memo.setdefault("kept", []).extend(loaded)
+
+    def remember_department_path(self, department_id: int, path: str) -> None:
+        """The centre path of a department, read by the caller in this transaction."""
+        transaction_memo(self.s).setdefault("department_paths", {})[department_id] = path
 
     async def department_unit_path(self, department_id: int) -> str:
         """The path of the centre the department belongs to (asked once per transaction and department)."""

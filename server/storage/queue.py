@@ -21,10 +21,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from server.storage.models import (
     ACTIVE_TICKET_STATES,
@@ -79,6 +94,20 @@ class LineTicket:
 
 
 @dataclass(frozen=True)
+class TicketInHand:
+    """A ticket with what an action on it checks next, read in the ticket's one statement."""
+
+    ticket: Ticket
+    #: Path of the ticket's service point, and of the centre its department belongs to (who may see it).
+    unit_path: str
+    department_path: str
+    #: The case, locked with the ticket (None unless asked for).
+    case: Case | None
+    #: Whether the window the ticket is at (if any) was a tidal one when the ticket was read.
+    window_tidal: bool
+
+
+@dataclass(frozen=True)
 class WaitingStats:
     waiting: int
     oldest: datetime | None
@@ -94,17 +123,26 @@ class WindowRepository:
             return (await self.s.execute(stmt)).scalar_one_or_none()
         return await self.s.get(Window, window_id)
 
-    async def lock_for_call(self, window_id: int) -> tuple[Window, int | None] | None:
-        """The window, locked, and the id of the ticket it has in hand (called or serving), in one statement."""
+    async def lock_for_call(self, window_id: int) -> tuple[Window, int | None, QueuePolicy | None] | None:
+        """The window, locked, the id of the ticket it has in hand (called or serving) and its department's
+        queue policy (None: the defaults), in one statement."""
         current = (
             select(Ticket.id)
             .where(Ticket.window_id == Window.id, Ticket.state.in_(("called", "serving")))
             .limit(1)
             .scalar_subquery()
         )
-        stmt = select(Window, current).where(Window.id == window_id).with_for_update(of=Window)
+        scope = literal("department:", String) + cast(Window.department_id, String)
+        stmt = (
+            select(Window, current, QueuePolicy)
+            .outerjoin(QueuePolicy, QueuePolicy.scope == scope)
+            .where(Window.id == window_id)
+            .with_for_update(of=Window)
+        )
         row = (await self.s.execute(stmt)).one_or_none()
-        return (row[0], int(row[1]) if row[1] is not None else None) if row is not None else None
+        if row is None:
+            return None
+        return row[0], int(row[1]) if row[1] is not None else None, row[2]
 
     async def of_clerk(self, user_id: int) -> Window | None:
         return (await self.s.execute(select(Window).where(Window.clerk_user_id == user_id))).scalar_one_or_none()
@@ -196,6 +234,27 @@ class TicketRepository:
             stmt = select(Ticket).where(Ticket.id == ticket_id).with_for_update()
             return (await self.s.execute(stmt)).scalar_one_or_none()
         return await self.s.get(Ticket, ticket_id)
+
+    async def in_hand(self, ticket_id: int, *, for_update: bool) -> TicketInHand | None:
+        """The ticket with its paths and its window's tidal flag; ``for_update`` locks the ticket and its case."""
+        point, centre = aliased(OrgUnit), aliased(OrgUnit)
+        stmt = (
+            select(Ticket, point.path, centre.path, Window.tidal)
+            .join(point, point.id == Ticket.unit_id)
+            .join(Department, Department.id == Ticket.department_id)
+            .join(centre, centre.id == Department.unit_id)
+            .outerjoin(Window, Window.id == Ticket.window_id)
+            .where(Ticket.id == ticket_id)
+        )
+        if for_update:
+            stmt = stmt.add_columns(Case).join(Case, Case.id == Ticket.case_id).with_for_update(of=(Ticket, Case))
+        row = (await self.s.execute(stmt)).one_or_none()
+        if row is None:
+            return None
+        values: tuple[Any, ...] = tuple(row)
+        return TicketInHand(
+            values[0], str(values[1]), str(values[2]), values[4] if for_update else None, bool(values[3])
+        )
 
     async def active_for_person(self, matter_id: int, id_hash: str) -> Ticket | None:
         stmt = select(Ticket).where(
