@@ -422,6 +422,7 @@ def _receive_lean(receiver: RTCRtpReceiver, lean: LeanReceiver) -> None:
             path.add(lean)
         await original_receive(parameters)
         path.replay()
+        path.speed_up_datagrams()
 
     async def stop() -> None:
         paths[0].remove(lean)
