@@ -49,7 +49,14 @@ from sfu_janus import JanusError, JanusSession
 from sfu_media import MAGIC, TRAILER, Clip, ClipAudioTrack, ClipVideoTrack, load_clip, now_ns, read_number
 
 from signalling.sfu.network import gather_from
-from signalling.sfu.passthrough import adopt_receiver, lean_receiver
+from signalling.sfu.passthrough import (
+    EncodedFrame,
+    EncodedTrack,
+    RelayTrack,
+    adopt_receiver,
+    adopt_sender,
+    lean_receiver,
+)
 from signalling.sfu.peer import nominated_pair
 
 logger = logging.getLogger("sfu_client")
@@ -121,6 +128,57 @@ class Probe:
         setattr(receiver, "_handle_rtp_packet", handle_rtp_packet)  # noqa: B010 - per-instance probe
 
 
+# --- publishing through the SFU's send path ---------------------------------------------------------------------------
+
+
+class ForwardedPublication:
+    """Sends a clip track through the SFU's own send path instead of aiortc's per-packet ``_run_rtp``.
+
+    The clip track is paced as before (``recv()``); each frame goes into an
+    ``EncodedTrack`` whose ``RelayTrack`` is the sender's track, so the
+    sender gets an ``RtpForwarder`` (``adopt_sender``): one packetisation per
+    frame, the RTP header from a precomputed layout, SRTP and ``sendto``.
+    Reading starts when the sender starts (DTLS up), as aiortc's loop did.
+    PLI/FIR still set aiortc's ``__force_keyframe``, which the clip track
+    answers with an intra frame.
+    """
+
+    def __init__(self, track: ClipVideoTrack | ClipAudioTrack, tasks: set[asyncio.Task[None]]) -> None:
+        self.track = track
+        self.mime_type = "video/vp8" if track.kind == "video" else "audio/opus"
+        self.source = EncodedTrack(track.kind)
+        self.relay = RelayTrack(track.kind, end_with_source=False, mime_type=self.mime_type)
+        self.relay.attach(self.source)
+        self._tasks = tasks
+        self._sender: Any = None
+
+    def bind(self, sender: Any) -> None:
+        self.track.sender = sender
+        if sender.track is not self.relay:
+            sender.replaceTrack(self.relay)
+        if sender is self._sender:
+            return
+        self._sender = sender
+        adopt_sender(sender, self.relay.request_keyframe)
+        task = asyncio.ensure_future(self._pump(sender))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, sender: Any) -> None:
+        await sender._RTCRtpSender__rtp_started.wait()
+        sequence = 0
+        while True:
+            try:
+                packet = await self.track.recv()
+            except MediaStreamError:
+                return
+            data = bytes(packet)
+            self.source.push(
+                EncodedFrame(data, packet.pts, packet.time_base, packet.is_keyframe, self.mime_type, sequence)
+            )
+            sequence += 1
+
+
 # --- a participant ---------------------------------------------------------------------------------------------------
 
 
@@ -134,6 +192,12 @@ class Participant:
         self.video = ClipVideoTrack(clip, base + 1) if spec.get("video") else None
         self.audio = ClipAudioTrack(clip, base + 2) if spec.get("audio") else None
         self.pcs: list[RTCPeerConnection] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.publications = {
+            label: ForwardedPublication(track, self._tasks)
+            for label, track in (("audio", self.audio), ("camera", self.video))
+            if track is not None
+        }
         self.streams: dict[int, StreamArrivals] = {}
         self.probe = Probe(self.streams)
         self.decoded: list[tuple[int, int]] = []  # relay baseline: (number in the picture, arrival ns)
@@ -143,7 +207,6 @@ class Participant:
         self.feed: int | None = None  # Janus publisher id
         self._handles: list[int] = []
         self._chain: asyncio.Future[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._rtp_mark: dict[str, list[int]] = {}
         self.errors: list[str] = []
 
@@ -176,13 +239,18 @@ class Participant:
             self.probe.attach(receiver, transceiver.kind)
 
     def attach_track(self, transceiver: Any, label: str | None) -> bool:
-        track = {"audio": self.audio, "camera": self.video}.get(label or "")
-        if track is None:
+        publication = self.publications.get(label or "")
+        if publication is None:
             return False
-        if transceiver.sender.track is not track:
-            transceiver.sender.replaceTrack(track)
-        track.sender = transceiver.sender
+        publication.bind(transceiver.sender)
         return True
+
+    def add_senders(self, pc: RTCPeerConnection) -> None:
+        """Client-offered negotiation (Janus, direct): one sendonly transceiver per published track."""
+        for label in ("audio", "camera"):
+            publication = self.publications.get(label)
+            if publication is not None:
+                publication.bind(pc.addTransceiver(publication.relay, direction="sendonly").sender)
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         while True:
@@ -249,10 +317,7 @@ class Participant:
         handle = await janus.attach()
         self._handles.append(handle)
         pc = self.new_pc()
-        for track in (self.audio, self.video):
-            if track is not None:
-                transceiver = pc.addTransceiver(track, direction="sendonly")
-                track.sender = transceiver.sender
+        self.add_senders(pc)
         offer = await pc.createOffer()
         with gather_from((self.worker.gather,)):
             await pc.setLocalDescription(offer)
@@ -303,9 +368,7 @@ class Participant:
     async def direct_offer(self) -> dict[str, Any]:
         self.join_ns = now_ns()
         pc = self.new_pc()
-        for track in (self.audio, self.video):
-            if track is not None:
-                track.sender = pc.addTransceiver(track, direction="sendonly").sender
+        self.add_senders(pc)
         offer = await pc.createOffer()
         with gather_from((self.worker.gather,)):
             await pc.setLocalDescription(offer)
