@@ -11,11 +11,15 @@ import asyncio
 import itertools
 import os
 import random
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aioice
+import aioice.ice
+import aioice.stun
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
 from aiortc import rtcrtpreceiver as aiortc_receiver
@@ -37,7 +41,7 @@ from signalling.sfu.passthrough import (
     check_aiortc,
     lean_receiver,
 )
-from signalling.sfu.receive import LeanStreamStatistics, ReceivePath, vp8_descriptor_length
+from signalling.sfu.receive import LeanStreamStatistics, ReceivePath, fast_reads, vp8_descriptor_length
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
 RTX = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=97, parameters={"apt": 96})
@@ -287,3 +291,38 @@ def test_check_refuses_changed_receiver_statistics(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(aiortc_receiver.StreamStatistics, "__init__", init)
     with pytest.raises(AiortcCompatibilityError, match="base_seq"):
         check_aiortc()
+
+
+# --- socket reads ----------------------------------------------------------------------------------------------------
+
+
+async def test_fast_reads_batch_media_and_leave_stun_to_aioice() -> None:
+    loop = asyncio.get_running_loop()
+    connection = aioice.Connection(ice_controlling=True)
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: aioice.ice.StunProtocol(connection), local_addr=("127.0.0.1", 0)
+    )
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", port, "host")
+        requests: list[Any] = []
+        connection.request_received = lambda message, addr, protocol: requests.append(message)  # type: ignore[method-assign]
+        assert fast_reads(protocol) == 1
+        reader, _ = loop._selector.get_key(transport.get_extra_info("socket").fileno()).data  # type: ignore[attr-defined]
+        assert reader._callback.__qualname__ == "fast_reads.<locals>.read_ready"
+        media = [bytes([0x80, 96]) + bytes([i]) * 20 for i in range(40)]
+        for datagram in media:
+            sender.sendto(datagram, ("127.0.0.1", port))
+        stun = aioice.stun.Message(aioice.stun.Method.BINDING, aioice.stun.Class.REQUEST)
+        sender.sendto(bytes(stun), ("127.0.0.1", port))
+        for _ in range(200):
+            if connection._queue.qsize() == len(media) and requests:
+                break
+            await asyncio.sleep(0.01)
+        assert [connection._queue.get_nowait() for _ in media] == [(d, 1) for d in media]  # in order, none lost
+        assert [r.transaction_id for r in requests] == [stun.transaction_id]  # STUN still parsed by aioice
+    finally:
+        sender.close()
+        transport.close()
+        await connection.close()
