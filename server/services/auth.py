@@ -41,6 +41,8 @@ JWT_ALG = "HS256"
 JWT_AUDIENCE = "cloudwindow"
 #: Seconds a login session's validity is trusted without asking the database again (see :class:`SessionCache`).
 SESSION_CACHE_TTL = 2.0
+#: Access tokens whose signature check is remembered (see ``AuthService._session_id``).
+VERIFIED_TOKENS = 10_000
 
 
 def hash_password(password: str) -> str:
@@ -197,6 +199,9 @@ class AuthService:
         self.invite_ttl = invite_ttl
         self.limiter = limiter
         self.session_cache = SessionCache(clock, session_cache_ttl)
+        #: ``(session id, exp)`` of access tokens whose signature, audience and type were checked (a token's
+        #: signature does not change; expiry is still checked on every use). Bounded, the oldest go first.
+        self._verified: OrderedDict[str, tuple[str, int]] = OrderedDict()
 
     # -- tokens -----------------------------------------------------------
 
@@ -277,6 +282,20 @@ class AuthService:
 
     def _session_id(self, token: str) -> str:
         """The login session an access token names, after checking its signature, type and expiry."""
+        known = self._verified.get(token)
+        if known is None:
+            known = self._verify(token)
+            self._verified[token] = known
+            while len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
+        sid, exp = known
+        # Expiry is checked against the injected clock, not the wall clock.
+        if exp <= int(self.clock.now().timestamp()):
+            raise Unauthorized("access token has expired; refresh it", code="token_expired")
+        return sid
+
+    def _verify(self, token: str) -> tuple[str, int]:
+        """``(session id, exp)`` of an access token with a good signature (raises 401 otherwise)."""
         try:
             claims = jwt.decode(
                 token,
@@ -290,10 +309,7 @@ class AuthService:
             raise Unauthorized("access token is malformed or its signature is wrong", code="token_invalid") from None
         if claims.get("typ") != "access":
             raise Unauthorized("not an access token", code="token_invalid")
-        # Expiry is checked against the injected clock, not the wall clock.
-        if int(claims["exp"]) <= int(self.clock.now().timestamp()):
-            raise Unauthorized("access token has expired; refresh it", code="token_expired")
-        return str(claims["sid"])
+        return str(claims["sid"]), int(claims["exp"])
 
     async def principal_for_session(self, s: AsyncSession, session_id: str) -> Principal:
         """The principal of a live login session, by its id (another process authenticated its token)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.storage.models import Case, CaseAuditEntry, Department, Document, Matter, OrgUnit
@@ -46,6 +47,29 @@ def transaction_memo(session: AsyncSession) -> dict[str, Any]:
     return memo
 
 
+@cache
+def _lock_stmt() -> Select[Case, str, Matter]:
+    """A case locked, with its centre path and matter (built once: see ``server.storage.queue``)."""
+    return (
+        select(Case, OrgUnit.path, Matter)
+        .join(Department, Department.id == Case.department_id)
+        .join(OrgUnit, OrgUnit.id == Department.unit_id)
+        .join(Matter, Matter.id == Case.matter_id)
+        .where(Case.id == bindparam("case_id"))
+        .with_for_update(of=Case)
+    )
+
+
+@cache
+def _audit_head_stmt() -> Select[int, str]:
+    return (
+        select(CaseAuditEntry.seq, CaseAuditEntry.hash)
+        .where(CaseAuditEntry.case_id == bindparam("case_id"))
+        .order_by(CaseAuditEntry.seq.desc())
+        .limit(1)
+    )
+
+
 class CaseRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
@@ -66,15 +90,7 @@ class CaseRepository:
             locked: dict[int, Case] = transaction_memo(self.s).setdefault("locked_cases", {})
             if case_id in locked:
                 return locked[case_id]
-            stmt = (
-                select(Case, OrgUnit.path, Matter)
-                .join(Department, Department.id == Case.department_id)
-                .join(OrgUnit, OrgUnit.id == Department.unit_id)
-                .join(Matter, Matter.id == Case.matter_id)
-                .where(Case.id == case_id)
-                .with_for_update(of=Case)
-            )
-            row = (await self.s.execute(stmt)).one_or_none()
+            row = (await self.s.execute(_lock_stmt(), {"case_id": case_id})).one_or_none()
             if row is None:
                 return None
             self.remember_locked(row[0], row[1], row[2])
@@ -159,13 +175,7 @@ class CaseRepository:
         heads: dict[int, tuple[int, str] | None] = transaction_memo(self.s).setdefault("audit_heads", {})
         if case_id not in heads:
             await self.get(case_id, for_update=True)
-            stmt = (
-                select(CaseAuditEntry.seq, CaseAuditEntry.hash)
-                .where(CaseAuditEntry.case_id == case_id)
-                .order_by(CaseAuditEntry.seq.desc())
-                .limit(1)
-            )
-            row = (await self.s.execute(stmt)).one_or_none()
+            row = (await self.s.execute(_audit_head_stmt(), {"case_id": case_id})).one_or_none()
             heads[case_id] = (int(row[0]), str(row[1])) if row is not None else None
         return heads[case_id]
 

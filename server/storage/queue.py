@@ -19,13 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Select,
     String,
+    Update,
     and_,
+    bindparam,
     cast,
     delete,
     exists,
@@ -113,6 +116,76 @@ class WaitingStats:
     oldest: datetime | None
 
 
+# -- the hot path's statements, built once (building a statement costs more Python than executing a cached one) -----
+
+
+@cache
+def _lock_for_call_stmt() -> Select[Window, int, QueuePolicy]:
+    current = (
+        select(Ticket.id)
+        .where(Ticket.window_id == Window.id, Ticket.state.in_(("called", "serving")))
+        .limit(1)
+        .scalar_subquery()
+    )
+    scope = literal("department:", String) + cast(Window.department_id, String)
+    return (
+        select(Window, current, QueuePolicy)
+        .outerjoin(QueuePolicy, QueuePolicy.scope == scope)
+        .where(Window.id == bindparam("window_id"))
+        .with_for_update(of=Window)
+    )
+
+
+@cache
+def _in_hand_stmt(for_update: bool) -> Select[*tuple[Any, ...]]:
+    point, centre = aliased(OrgUnit, name="point"), aliased(OrgUnit, name="centre")
+    stmt: Select[*tuple[Any, ...]] = (
+        select(Ticket, point.path, centre.path, Window.tidal)
+        .join(point, point.id == Ticket.unit_id)
+        .join(Department, Department.id == Ticket.department_id)
+        .join(centre, centre.id == Department.unit_id)
+        .outerjoin(Window, Window.id == Ticket.window_id)
+        .where(Ticket.id == bindparam("ticket_id"))
+    )
+    if for_update:
+        stmt = stmt.add_columns(Case).join(Case, Case.id == Ticket.case_id).with_for_update(of=(Ticket, Case))
+    return stmt
+
+
+@cache
+def _head_for_window_stmt() -> Select[int, str, int]:
+    served = select(WindowMatter.matter_id).where(WindowMatter.window_id == bindparam("window_id"))
+    return (
+        select(Ticket.id, Case.state, Case.department_id)
+        .join(Case, Case.id == Ticket.case_id)
+        .where(
+            Ticket.department_id == bindparam("department_id"),
+            Ticket.state == "waiting",
+            or_(~exists(served), Ticket.matter_id.in_(served)),
+        )
+        .order_by(Ticket.priority, Ticket.order_key, Ticket.id)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=Ticket)
+    )
+
+
+@cache
+def _mark_called_stmt() -> Update:
+    return (
+        update(Ticket)
+        .where(Ticket.id == bindparam("ticket_id"), Ticket.state == "waiting")
+        .values(
+            state="called",
+            window_id=bindparam("p_window_id"),
+            clerk_user_id=bindparam("p_clerk_user_id"),
+            called_at=bindparam("p_called_at"),
+            ring_deadline=bindparam("p_ring_deadline"),
+        )
+        .returning(Ticket)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
 class WindowRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
@@ -126,20 +199,7 @@ class WindowRepository:
     async def lock_for_call(self, window_id: int) -> tuple[Window, int | None, QueuePolicy | None] | None:
         """The window, locked, the id of the ticket it has in hand (called or serving) and its department's
         queue policy (None: the defaults), in one statement."""
-        current = (
-            select(Ticket.id)
-            .where(Ticket.window_id == Window.id, Ticket.state.in_(("called", "serving")))
-            .limit(1)
-            .scalar_subquery()
-        )
-        scope = literal("department:", String) + cast(Window.department_id, String)
-        stmt = (
-            select(Window, current, QueuePolicy)
-            .outerjoin(QueuePolicy, QueuePolicy.scope == scope)
-            .where(Window.id == window_id)
-            .with_for_update(of=Window)
-        )
-        row = (await self.s.execute(stmt)).one_or_none()
+        row = (await self.s.execute(_lock_for_call_stmt(), {"window_id": window_id})).one_or_none()
         if row is None:
             return None
         return row[0], int(row[1]) if row[1] is not None else None, row[2]
@@ -237,18 +297,7 @@ class TicketRepository:
 
     async def in_hand(self, ticket_id: int, *, for_update: bool) -> TicketInHand | None:
         """The ticket with its paths and its window's tidal flag; ``for_update`` locks the ticket and its case."""
-        point, centre = aliased(OrgUnit), aliased(OrgUnit)
-        stmt = (
-            select(Ticket, point.path, centre.path, Window.tidal)
-            .join(point, point.id == Ticket.unit_id)
-            .join(Department, Department.id == Ticket.department_id)
-            .join(centre, centre.id == Department.unit_id)
-            .outerjoin(Window, Window.id == Ticket.window_id)
-            .where(Ticket.id == ticket_id)
-        )
-        if for_update:
-            stmt = stmt.add_columns(Case).join(Case, Case.id == Ticket.case_id).with_for_update(of=(Ticket, Case))
-        row = (await self.s.execute(stmt)).one_or_none()
+        row = (await self.s.execute(_in_hand_stmt(for_update), {"ticket_id": ticket_id})).one_or_none()
         if row is None:
             return None
         values: tuple[Any, ...] = tuple(row)
@@ -293,40 +342,23 @@ class TicketRepository:
         ticket row is locked; rows other transactions hold are skipped
         (PostgreSQL), so concurrent clerks take different tickets.
         """
-        served = select(WindowMatter.matter_id).where(WindowMatter.window_id == window_id)
-        stmt = (
-            select(Ticket.id, Case.state, Case.department_id)
-            .join(Case, Case.id == Ticket.case_id)
-            .where(
-                Ticket.department_id == department_id,
-                Ticket.state == "waiting",
-                or_(~exists(served), Ticket.matter_id.in_(served)),
-            )
-            .order_by(Ticket.priority, Ticket.order_key, Ticket.id)
-            .limit(1)
-            .with_for_update(skip_locked=True, of=Ticket)
-        )
-        row = (await self.s.execute(stmt)).one_or_none()
+        params = {"department_id": department_id, "window_id": window_id}
+        row = (await self.s.execute(_head_for_window_stmt(), params)).one_or_none()
         return (int(row[0]), str(row[1]), int(row[2])) if row is not None else None
 
     async def mark_called(
         self, ticket_id: int, *, window_id: int, clerk_user_id: int, now: datetime, ring_deadline: datetime
     ) -> Ticket:
         """Move a waiting ticket the caller has locked to ``called``: one ``UPDATE ... RETURNING``."""
-        stmt = (
-            update(Ticket)
-            .where(Ticket.id == ticket_id, Ticket.state == "waiting")
-            .values(
-                state="called",
-                window_id=window_id,
-                clerk_user_id=clerk_user_id,
-                called_at=now,
-                ring_deadline=ring_deadline,
-            )
-            .returning(Ticket)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        )
-        return (await self.s.execute(stmt)).scalar_one()
+        params = {
+            "ticket_id": ticket_id,
+            "p_window_id": window_id,
+            "p_clerk_user_id": clerk_user_id,
+            "p_called_at": now,
+            "p_ring_deadline": ring_deadline,
+        }
+        ticket: Ticket = (await self.s.execute(_mark_called_stmt(), params)).scalar_one()
+        return ticket
 
     async def waiting(self, department_id: int, matter_ids: Sequence[int] | None = None) -> Sequence[Ticket]:
         """The department's waiting line in call order."""

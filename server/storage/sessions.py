@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.storage.models import ChatMessage, MediaSession
+
+
+@cache
+def _open_for_case_stmt() -> Select[MediaSession]:
+    """Built once: call-next asks it on every call (see ``server.storage.queue``)."""
+    return select(MediaSession).where(MediaSession.case_id == bindparam("case_id"), MediaSession.state == "open")
 
 
 class SessionRepository:
@@ -26,8 +33,7 @@ class SessionRepository:
         return await self.s.get(MediaSession, session_id)
 
     async def open_for_case(self, case_id: int) -> MediaSession | None:
-        stmt = select(MediaSession).where(MediaSession.case_id == case_id, MediaSession.state == "open")
-        return (await self.s.execute(stmt)).scalars().first()
+        return (await self.s.execute(_open_for_case_stmt(), {"case_id": case_id})).scalars().first()
 
     async def for_case(self, case_id: int) -> Sequence[MediaSession]:
         stmt = select(MediaSession).where(MediaSession.case_id == case_id).order_by(MediaSession.id)
