@@ -14,7 +14,15 @@ jitter buffer.
   section 5.1 leaves it to the profile.  A frame is known to start at the
   buffer's origin because the origin always follows the last packet released.
   A frame whose marker was lost is still released when the next frame starts,
-  as aiortc does.
+  as aiortc does.  A missing packet that can no longer be repaired ends the
+  wait: once :data:`UNREPAIRABLE` packets have arrived after it (aiortc's
+  ``NackGenerator`` stops asking for a packet that old, RFC 4585 section
+  6.2.1 NACKs being its only repair), the frames up to the first frame that
+  starts after the hole are dropped, the frames after it are released, and
+  the buffer asks for a keyframe.  aiortc's buffer waits until its ring
+  (512 packets, about 5 s of 1 Mbit/s video) overflows: every packet lost
+  for good stalled the track for seconds and then released the backlog in
+  one burst.
 * :class:`AudioPacketBuffer` releases every packet at once (one Opus packet is
   one frame, RFC 7587 section 4.2) and drops a packet older than one already
   released: forwarding it after its successor would only reach the
@@ -37,12 +45,15 @@ in place of the receiver's private ``__jitter_buffer``; the receiver calls
 from __future__ import annotations
 
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
 
-__all__ = ["SSRC_SWITCH", "AudioPacketBuffer", "SsrcFilter", "VideoFrameBuffer"]
+__all__ = ["SSRC_SWITCH", "UNREPAIRABLE", "AudioPacketBuffer", "SsrcFilter", "VideoFrameBuffer"]
 
 SSRC_SWITCH = 16
 """Consecutive packets of a new SSRC (none of the current one between them) after which a buffer follows it."""
+
+UNREPAIRABLE = RTP_HISTORY_SIZE
+"""Packets after a missing one from which it is given up (aiortc's ``NackGenerator`` forgets it then)."""
 
 
 class SsrcFilter:
@@ -76,12 +87,18 @@ class SsrcFilter:
 class VideoFrameBuffer(JitterBuffer):
     """aiortc's video jitter buffer, plus release at the marker bit (see the module docstring)."""
 
-    def __init__(self, capacity: int = 512) -> None:
+    def __init__(self, capacity: int = 512, unrepairable: int = UNREPAIRABLE) -> None:
         super().__init__(capacity=capacity, prefetch=0, is_video=True)
         self.ssrc = SsrcFilter()
         self._scan_first: RtpPacket | None = None
         self._scan_origin = 0
         self._scanned = 0
+        self._unrepairable = min(unrepairable, capacity - 1)
+        self._skip_origin: int | None = None
+        self._skip_hole = 0
+        self._skip_resume = 0
+        self.holes_skipped = 0
+        self.packets_skipped = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         accepted = self.ssrc.accept(packet.ssrc)
@@ -94,7 +111,63 @@ class VideoFrameBuffer(JitterBuffer):
             self._origin = None
             _, frame = super().add(packet)
             return True, frame
-        return super().add(packet)
+        pli, frame = super().add(packet)
+        if frame is None and self._origin is not None:
+            hole = self._hole()
+            if hole is not None and self._unrepairable <= (packet.sequence_number - hole) & 0xFFFF < 0x8000:
+                skipped, frame = self._skip(hole, packet.sequence_number)
+                pli = pli or skipped
+        return pli, frame
+
+    def _hole(self) -> int | None:
+        """The sequence number of the first missing packet from the origin on (``None``: none is known)."""
+        origin = self._origin
+        assert origin is not None
+        packets = self._packets
+        capacity = self._capacity
+        if packets[origin % capacity] is None:
+            return origin
+        if packets[origin % capacity] is not self._scan_first or origin != self._scan_origin:
+            return None
+        hole = (origin + self._scanned) & 0xFFFF
+        return hole if packets[hole % capacity] is None else None
+
+    def _skip(self, hole: int, newest: int) -> tuple[bool, JitterFrame | None]:
+        """Give up ``hole``: drop up to the first frame that starts after it, then release that frame if complete.
+
+        A frame start is a packet whose predecessor is present and carries the marker or another timestamp; the
+        packet right after the hole cannot be told apart from the middle of a frame.  Without a start yet, nothing
+        is dropped and the search resumes there with the next packet.
+        """
+        packets = self._packets
+        capacity = self._capacity
+        start = (hole + 1) & 0xFFFF
+        if self._skip_origin == self._origin and self._skip_hole == hole:
+            start = self._skip_resume
+        self._skip_origin, self._skip_hole = self._origin, hole
+        previous = packets[(start - 1) % capacity] if start != (hole + 1) & 0xFFFF else None
+        sequence = start
+        while (newest - sequence) & 0xFFFF < 0x8000:
+            packet = packets[sequence % capacity]
+            if (
+                packet is not None
+                and previous is not None
+                and (previous.marker or previous.timestamp != packet.timestamp)
+            ):
+                assert self._origin is not None
+                count = (sequence - self._origin) & 0xFFFF
+                self.packets_skipped += sum(
+                    1 for i in range(count) if packets[(self._origin + i) % capacity] is not None
+                )
+                self.holes_skipped += 1
+                self.remove(count)
+                self._scan_first = None
+                self._skip_origin = None
+                return True, self._remove_frame(sequence)
+            previous = packet
+            sequence = (sequence + 1) & 0xFFFF
+        self._skip_resume = sequence
+        return False, None
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         # Incremental: the contiguous packets already checked for the frame at the origin are not checked again,

@@ -22,6 +22,7 @@ from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
+    RTP_HISTORY_SIZE,
     HeaderExtensionsMap,
     RtcpPacket,
     RtcpPsfbPacket,
@@ -33,7 +34,7 @@ from aiortc.rtp import (
 
 from signalling.sfu import passthrough
 from signalling.sfu.forwarder import RtpForwarder, header_layout, ntp_now
-from signalling.sfu.jitter import SSRC_SWITCH, AudioPacketBuffer, VideoFrameBuffer
+from signalling.sfu.jitter import SSRC_SWITCH, UNREPAIRABLE, AudioPacketBuffer, VideoFrameBuffer
 from signalling.sfu.packetiser import PAYLOAD_MAX, packetise_h264, packetise_vp8, packetiser_for
 from signalling.sfu.passthrough import (
     AiortcCompatibilityError,
@@ -86,6 +87,66 @@ def test_video_frame_with_a_gap_waits_for_the_missing_packet() -> None:
     frame = buffer.add(rtp(102, 6000, b"b"))[1]  # retransmission fills the gap
     assert frame is not None and frame.data == b"abc"
     assert buffer.add(rtp(101, 6000, b"a"))[1] is None  # a late duplicate of a released packet is ignored
+
+
+def frames_of(first_seq: int, count: int, size: int = 4, first_ts: int = 3000) -> list[RtpPacket]:
+    """``count`` frames of ``size`` packets each (marker on the last), timestamps 3000 apart."""
+    return [
+        rtp(first_seq + k * size + i, first_ts + 3000 * k, bytes([k % 256, i]), marker=i == size - 1)
+        for k in range(count)
+        for i in range(size)
+    ]
+
+
+def test_a_packet_lost_for_good_costs_its_frame_not_seconds_of_video() -> None:
+    # aiortc's buffer waits for a missing packet until its 512-packet ring overflows (about 5 s of 1 Mbit/s video),
+    # then releases the backlog at once.  Once UNREPAIRABLE packets came after the hole, NACK no longer asks for it.
+    buffer = VideoFrameBuffer(unrepairable=16)
+    packets = frames_of(65500, 40)  # sequence numbers wrap
+    lost = packets[5]  # frame 2, second packet
+    released: list[tuple[int, int]] = []  # (timestamp, packets added when released)
+    plis = 0
+    for added, packet in enumerate(packets, 1):
+        if packet is lost:
+            continue
+        pli, frame = buffer.add(packet)
+        plis += pli
+        if frame is not None:
+            released.append((frame.timestamp, added))
+    timestamps = [t for t, _ in released]
+    assert timestamps == [3000 * (k + 1) for k in range(40) if k != 1]  # only the frame with the hole is dropped
+    assert plis == 1 and buffer.holes_skipped == 1 and buffer.packets_skipped == 3
+    # Frame 3 came out when the 16th packet after the hole arrived, and the backlog drained within a few packets.
+    assert released[1] == (9000, 6 + 16)
+    assert all(added - (k + 1) * 4 <= 16 for k, (_, added) in zip([0, *range(2, 40)], released, strict=True))
+    assert released[-1][1] == len(packets)
+
+
+def test_a_hole_is_repaired_by_a_retransmission_before_it_is_given_up() -> None:
+    buffer = VideoFrameBuffer(unrepairable=16)
+    packets = frames_of(100, 6)
+    got = [buffer.add(p) for p in packets[:5] + packets[6:20]]  # packet 105 missing, 14 packets after it
+    assert not any(pli for pli, _ in got) and [f.timestamp for _, f in got if f] == [3000]
+    pli, frame = buffer.add(packets[5])  # the retransmission
+    assert not pli and frame is not None and frame.timestamp == 6000
+    assert buffer.holes_skipped == 0
+
+
+def test_a_hole_in_a_long_frame_is_given_up_at_the_next_frame_start() -> None:
+    buffer = VideoFrameBuffer(unrepairable=16)
+    keyframe = [rtp(1000 + i, 3000, b"k", marker=i == 199) for i in range(200)]  # larger than UNREPAIRABLE
+    after = frames_of(1200, 3, first_ts=6000)
+    sent = keyframe[:10] + keyframe[11:] + after
+    results = [buffer.add(p) for p in sent]
+    assert [f.timestamp for _, f in results if f is not None] == [6000, 9000, 12000]  # only the keyframe is lost
+    # Given up (and a keyframe asked for) at the first packet of the next frame, not before.
+    assert [i for i, (pli, _) in enumerate(results) if pli] == [sent.index(after[0])]
+    assert buffer.holes_skipped == 1 and buffer.packets_skipped == 199
+
+
+def test_unrepairable_is_where_nack_gives_up_and_below_the_ring() -> None:
+    buffer = VideoFrameBuffer()
+    assert UNREPAIRABLE == RTP_HISTORY_SIZE and buffer._unrepairable == UNREPAIRABLE < buffer.capacity
 
 
 def test_a_large_frame_is_scanned_incrementally_and_released_whole() -> None:
