@@ -204,6 +204,9 @@ class Participant:
         self.first_decoded_ns: int | None = None
         self.join_ns = 0
         self.connected_ns: int | None = None
+        # The nominated ICE pair, read as the first peer connection comes up (a connection that ICE consent
+        # freshness closes later under load has none left by the time of the report).
+        self.pair: tuple[tuple[str, int], tuple[str, int]] | None = None
         self.feed: int | None = None  # Janus publisher id
         self._handles: list[int] = []
         self._chain: asyncio.Future[None] | None = None
@@ -218,6 +221,7 @@ class Participant:
         def changed() -> None:
             if pc.connectionState == "connected" and self.connected_ns is None and pc is self.pcs[0]:
                 self.connected_ns = now_ns()
+                self.pair = nominated_pair(pc)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -437,13 +441,13 @@ class Participant:
         now = await self.rtp_counts()
         mark = self._rtp_mark
         rtp = {kind: [now[kind][i] - mark.get(kind, [0, 0])[i] for i in (0, 1)] for kind in now}
-        pair = nominated_pair(self.pcs[0]) if self.pcs else None
         return {
             "participant": self.participant_id,
             "room": self.room,
             "join_ns": self.join_ns,
             "connected_ns": self.connected_ns,
-            "pair": pair,
+            "pair": self.pair,
+            "pair_at_report": nominated_pair(self.pcs[0]) if self.pcs else None,
             "states": [pc.connectionState for pc in self.pcs],
             "published": published,
             "received": received,

@@ -239,7 +239,9 @@ class Result:
     first_frame: list[float] = field(default_factory=list)
     connected: list[float] = field(default_factory=list)  # join -> ICE+DTLS connected (subscribers)
     missing_first: int = 0
-    pairs: Counter[str] = field(default_factory=Counter)
+    pairs: Counter[str] = field(default_factory=Counter)  # nominated pairs, read as each client connected
+    no_pair: int = 0  # reports without a nominated pair (never connected)
+    closed_early: int = 0  # clients whose connection was no longer "connected" when the report was read
     server_stats: dict[str, Any] = field(default_factory=dict)
     keyframes_on_request: int = 0
     errors: list[str] = field(default_factory=list)
@@ -496,6 +498,10 @@ class Scenario:
             pair = report["pair"]
             if pair is not None:
                 r.pairs[f"{pair[0][0]}->{pair[1][0]}"] += 1
+            else:
+                r.no_pair += 1
+            if any(state != "connected" for state in report["states"]):
+                r.closed_early += 1
         sent = {"video": 0, "audio": 0}
         got = {"video": 0, "audio": 0}
         rtp_received = rtp_lost = 0
@@ -688,6 +694,10 @@ def print_results(results: list[Result], floor: Result | None) -> None:
         if r.cpu.get("steal", 0) > 0.05:
             notes.append(f"steal {r.cpu['steal']:.2f} cores")
         notes.append("pairs " + ", ".join(f"{k} x{v}" for k, v in sorted(r.pairs.items())))
+        if r.no_pair:
+            notes.append(f"{r.no_pair} clients without a nominated pair")
+        if r.closed_early:
+            notes.append(f"{r.closed_early} clients no longer connected when their report was read")
         notes += r.errors[:5]
         log(f"  {r.label}: " + "; ".join(notes))
 
@@ -697,7 +707,11 @@ def pct_of(value: float | None) -> float | None:
 
 
 def check_pairs(results: list[Result]) -> list[str]:
-    """Every nominated pair must be loopback (127.0.0.0/8); one client per scenario at least must show one."""
+    """Every nominated pair must be loopback (127.0.0.0/8), and every client that connected must show its pair.
+
+    Each client reads its pair when its connection comes up (``sfu_client.Participant.pair``), not at the report:
+    aioice closes a connection whose ICE consent (RFC 7675) expired, which clears the pair.
+    """
     problems = []
     for r in results:
         if r.errors and not r.pairs:
@@ -705,6 +719,8 @@ def check_pairs(results: list[Result]) -> list[str]:
         hosts = {h for key in r.pairs for h in key.split("->")}
         if not r.pairs:
             problems.append(f"{r.label}: no nominated ICE pair seen")
+        elif r.no_pair:
+            problems.append(f"{r.label}: {r.no_pair} clients without a nominated ICE pair")
         elif any(not h.startswith("127.") for h in hosts):
             problems.append(f"{r.label}: non-loopback ICE pair {sorted(r.pairs)}")
     return problems
