@@ -687,6 +687,17 @@ def print_results(results: list[Result], floor: Result | None) -> None:
                 f"SFU relays: {r.server_stats.get('frames_forwarded')} frames forwarded, "
                 f"{r.server_stats.get('frames_dropped')} dropped"
             )
+            keyframes = r.server_stats.get("keyframes")
+            if keyframes:
+                notes.append(
+                    "SFU keyframe requests: {sent} of {requested} by the subscribers' relays (rate-limited), "
+                    "{buffer_gave_up} for a packet lost for good, {buffer_reset} on a ring overflow/reset "
+                    "({lean_plis} of these two on the lean path)".format(**keyframes)
+                )
+                notes.append(
+                    f"SFU receive: {r.server_stats.get('nacks')} NACKs sent (lean path), "
+                    f"{r.server_stats.get('ice_queue_dropped')} datagrams dropped by full ICE queues"
+                )
         if r.connected:
             notes.append(f"join->connected p50/p95 {pct(r.connected, 50):.0f}/{pct(r.connected, 95):.0f} ms")
         if r.keyframes_on_request:

@@ -41,7 +41,9 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
 from signalling.sfu import MediaNetworkConfig, MediaRoom, NegotiationNeeded, RoomEvent
+from signalling.sfu.jitter import VideoFrameBuffer
 from signalling.sfu.network import gather_from
+from signalling.sfu.passthrough import DroppingQueue, lean_receiver
 from signalling.sfu.peer import MediaOffer, nominated_pair
 
 LOOPBACK = ("127.0.0.1",)
@@ -177,6 +179,9 @@ class Server:
         """Forwarding counters of the SFU (frames forwarded/dropped by the relays) and the pairs in use."""
         forwarded = dropped = peers = 0
         pairs: set[str] = set()
+        # Where keyframe requests to the publishers come from, and where received packets were lost.
+        keyframes = {"requested": 0, "sent": 0, "buffer_gave_up": 0, "buffer_reset": 0, "lean_plis": 0}
+        nacks = ice_queue_dropped = 0
         for room in self.rooms.values():
             for participant in room.participants:
                 peer = room.peer(participant)
@@ -185,16 +190,40 @@ class Server:
                 if pair is not None:
                     pairs.add(f"{pair[0][0]}-{pair[1][0]}")
                 for publication in peer.publications:
+                    keyframes["requested"] += publication.requester.requested
+                    keyframes["sent"] += publication.requester.sent
                     for relay in publication.track.relays:
                         forwarded += relay.frames_forwarded
                         dropped += relay.frames_dropped
+                for transceiver in peer.pc.getTransceivers():
+                    receiver = transceiver.receiver
+                    buffer = receiver.__dict__.get("_RTCRtpReceiver__jitter_buffer")
+                    if isinstance(buffer, VideoFrameBuffer):
+                        keyframes["buffer_gave_up"] += buffer.holes_skipped
+                        keyframes["buffer_reset"] += buffer.resets
+                    lean = lean_receiver(receiver)
+                    if lean is not None:
+                        keyframes["lean_plis"] += lean.plis
+                        nacks += lean.nacks
+                transceivers = peer.pc.getTransceivers()
+                queue = transceivers[0].receiver.transport.transport._connection._queue if transceivers else None
+                if isinstance(queue, DroppingQueue):
+                    ice_queue_dropped += queue.dropped
         for relay_room in self.relay_rooms.values():
             for pc in relay_room.peers.values():
                 peers += 1
                 pair = nominated_pair(pc)
                 if pair is not None:
                     pairs.add(f"{pair[0][0]}-{pair[1][0]}")
-        return {"peers": peers, "frames_forwarded": forwarded, "frames_dropped": dropped, "pairs": sorted(pairs)}
+        return {
+            "peers": peers,
+            "frames_forwarded": forwarded,
+            "frames_dropped": dropped,
+            "pairs": sorted(pairs),
+            "keyframes": keyframes,
+            "nacks": nacks,
+            "ice_queue_dropped": ice_queue_dropped,
+        }
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         tasks: set[asyncio.Task[None]] = set()

@@ -99,6 +99,7 @@ class VideoFrameBuffer(JitterBuffer):
         self._skip_resume = 0
         self.holes_skipped = 0
         self.packets_skipped = 0
+        self.resets = 0  # aiortc's own keyframe requests: ring overflow or a packet far older than the origin
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         accepted = self.ssrc.accept(packet.ssrc)
@@ -112,6 +113,7 @@ class VideoFrameBuffer(JitterBuffer):
             _, frame = super().add(packet)
             return True, frame
         pli, frame = super().add(packet)
+        self.resets += pli
         if frame is None and self._origin is not None:
             hole = self._hole()
             if hole is not None and self._unrepairable <= (packet.sequence_number - hole) & 0xFFFF < 0x8000:
