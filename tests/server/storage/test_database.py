@@ -15,6 +15,10 @@ from server.app import SERVICES
 from server.storage.database import Database
 from tests.conftest import login
 
+#: The engine-specific tests run on their engine only (the conftest's ``db_url`` is parametrised over both).
+POSTGRESQL_ONLY = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 
 def _plain(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
@@ -35,9 +39,8 @@ async def _backend(db: Database) -> int:
         return int((await s.execute(text("SELECT pg_backend_pid()"))).scalar_one())
 
 
+@POSTGRESQL_ONLY
 async def test_a_terminated_pooled_connection_is_replaced(db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL's connection pool")
     # No idle ping: the dead connection must be noticed without one.
     db = Database(db_url, ping_idle_after=3600)
     try:
@@ -51,11 +54,10 @@ async def test_a_terminated_pooled_connection_is_replaced(db_url: str) -> None:
         await db.close()
 
 
+@POSTGRESQL_ONLY
 async def test_the_next_request_succeeds_after_the_servers_connections_were_killed(
     client: TestClient, demo: dict[str, str], db_url: str
 ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL's connection pool")
     services = client.app[SERVICES]
     me = await login(client, "clerk")
     assert (await me.get("/api/v1/cases")).status == 200
@@ -69,9 +71,8 @@ async def test_the_next_request_succeeds_after_the_servers_connections_were_kill
     assert await _backend(services.db) not in pool
 
 
+@POSTGRESQL_ONLY
 async def test_an_idle_connection_is_pinged_on_checkout(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL's connection pool")
     pings: list[Any] = []
     db = Database(db_url, ping_idle_after=0)
     try:
@@ -93,9 +94,8 @@ async def test_an_idle_connection_is_pinged_on_checkout(db_url: str, monkeypatch
         await db.close()
 
 
+@POSTGRESQL_ONLY
 async def test_read_runs_without_a_transaction_on_postgresql(db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL autocommit")
     db = Database(db_url)
     try:
         async with db.read() as s:
@@ -110,9 +110,8 @@ async def test_read_runs_without_a_transaction_on_postgresql(db_url: str) -> Non
         await db.close()
 
 
+@SQLITE_ONLY
 async def test_sqlite_writers_queue_and_readers_do_not_wait(db_url: str) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite's write lock")
     db = Database(db_url)
     try:
         async with db.transaction() as s:
