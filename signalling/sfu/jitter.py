@@ -44,6 +44,8 @@ in place of the receiver's private ``__jitter_buffer``; the receiver calls
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
 
@@ -100,6 +102,9 @@ class VideoFrameBuffer(JitterBuffer):
         self.holes_skipped = 0
         self.packets_skipped = 0
         self.resets = 0  # aiortc's own keyframe requests: ring overflow or a packet far older than the origin
+        #: Called instead of returning the PLI flag when set (the SFU: the publication's rate-limited requester,
+        #: so that a burst of losses asks the publisher for one keyframe, not one per hole).
+        self.keyframe_request: Callable[[], None] | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         accepted = self.ssrc.accept(packet.ssrc)
@@ -111,7 +116,7 @@ class VideoFrameBuffer(JitterBuffer):
                 self.remove(self.capacity)
             self._origin = None
             _, frame = super().add(packet)
-            return True, frame
+            return self._keyframe_needed(), frame
         pli, frame = super().add(packet)
         self.resets += pli
         if frame is None and self._origin is not None:
@@ -119,7 +124,15 @@ class VideoFrameBuffer(JitterBuffer):
             if hole is not None and self._unrepairable <= (packet.sequence_number - hole) & 0xFFFF < 0x8000:
                 skipped, frame = self._skip(hole, packet.sequence_number)
                 pli = pli or skipped
-        return pli, frame
+        return pli and self._keyframe_needed(), frame
+
+    def _keyframe_needed(self) -> bool:
+        """The PLI flag to return: ``True``, unless :attr:`keyframe_request` takes the request."""
+        request = self.keyframe_request
+        if request is None:
+            return True
+        request()
+        return False
 
     def _hole(self) -> int | None:
         """The sequence number of the first missing packet from the origin on (``None``: none is known)."""

@@ -118,6 +118,7 @@ __all__ = [
     "check_aiortc",
     "is_keyframe",
     "lean_receiver",
+    "video_frame_buffer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -403,6 +404,12 @@ def lean_receiver(receiver: RTCRtpReceiver) -> LeanReceiver | None:
     """The :class:`~signalling.sfu.receive.LeanReceiver` of an adopted receiver (``None``: aiortc's path)."""
     lean = receiver.__dict__.get(_LEAN_ATTRIBUTE)
     return lean if isinstance(lean, LeanReceiver) else None
+
+
+def video_frame_buffer(receiver: RTCRtpReceiver) -> VideoFrameBuffer | None:
+    """The :class:`~signalling.sfu.jitter.VideoFrameBuffer` of an adopted video receiver (``None``: not one)."""
+    buffer = receiver.__dict__.get(_JITTER_BUFFER)
+    return buffer if isinstance(buffer, VideoFrameBuffer) else None
 
 
 def _receive_lean(receiver: RTCRtpReceiver, lean: LeanReceiver) -> None:

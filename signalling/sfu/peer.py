@@ -56,6 +56,7 @@ from .passthrough import (
     RelayTrack,
     adopt_receiver,
     bound_receive_queue,
+    video_frame_buffer,
 )
 from .passthrough import adopt_sender as _adopt_sender
 
@@ -613,6 +614,10 @@ class MediaPeer:
 
         requester = KeyframeRequester(send_pli, min_interval=self._keyframe_interval, clock=self._clock)
         publication = Publication(info, codec, requester)
+        buffer = video_frame_buffer(receiver)
+        if buffer is not None:
+            # A packet lost for good, a ring overflow: through the same rate limit as the subscribers' requests.
+            buffer.keyframe_request = requester.request
         slot.passthrough.sink = publication.track.push
         return publication
 

@@ -144,6 +144,22 @@ def test_a_hole_in_a_long_frame_is_given_up_at_the_next_frame_start() -> None:
     assert buffer.holes_skipped == 1 and buffer.packets_skipped == 199
 
 
+def test_the_buffers_keyframe_requests_can_go_through_a_rate_limiter() -> None:
+    clock = FakeClock()
+    sent: list[float] = []
+    requester = KeyframeRequester(lambda: sent.append(clock.now), min_interval=0.5, clock=clock)
+    buffer = VideoFrameBuffer(unrepairable=16)
+    buffer.keyframe_request = requester.request
+    packets = frames_of(0, 60)
+    lost = {packets[5], packets[90], packets[170]}  # three holes in a row, each given up
+    results = [buffer.add(p) for p in packets if p not in lost]
+    assert not any(pli for pli, _ in results)  # the requester has them, not the receiver's direct PLI
+    assert buffer.holes_skipped == 3 and requester.requested == 3
+    assert sent == [100.0]  # one now, the others coalesced ...
+    clock.advance(0.5)
+    assert sent == [100.0, 100.5]  # ... into one at the end of the interval
+
+
 def test_unrepairable_is_where_nack_gives_up_and_below_the_ring() -> None:
     buffer = VideoFrameBuffer()
     assert UNREPAIRABLE == RTP_HISTORY_SIZE and buffer._unrepairable == UNREPAIRABLE < buffer.capacity

@@ -15,7 +15,7 @@ import time
 from aiortc.rtp import RTCP_PSFB_FIR, RtcpPsfbPacket
 
 from signalling.sfu import MediaNetworkConfig, PeerStateChanged, TrackPublished, TrackUnpublished
-from signalling.sfu.passthrough import lean_receiver
+from signalling.sfu.passthrough import lean_receiver, video_frame_buffer
 from signalling.sfu.peer import nominated_pair
 from signalling.sfu.receive import ReceivePath
 from tests.media_harness import CONFIG, Call, Client, DecoderWatch, assert_numbers_sane, until
@@ -270,6 +270,12 @@ async def test_late_subscriber_gets_a_keyframe_quickly() -> None:
         assert first_frame < 2.0, f"first picture after {first_frame:.2f}s"
         assert publication.track.keyframes > before  # the PLI reached alice's encoder
         assert publication.requester.sent >= 1
+        # The publication's frame buffer asks for keyframes through the same rate limit (a packet lost for good).
+        receiver = next(
+            t.receiver for t in call.room.peer("alice").pc.getTransceivers() if t.mid == publication.info.mid
+        )
+        buffer = video_frame_buffer(receiver)
+        assert buffer is not None and buffer.keyframe_request == publication.requester.request
         # Nothing undecodable was forwarded ahead of the keyframe.
         assert all(r.unreadable == 0 for r in bob.received.values())
     finally:
