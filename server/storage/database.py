@@ -109,7 +109,8 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work that only reads (writing in it is a bug: nothing is committed on SQLite)."""
+        """A unit of work that only reads (writing in it is a bug: on PostgreSQL each statement would commit on its own,
+        on SQLite the write lock would be taken outside this process's writer queue)."""
         async with self._readers() as session, session.begin():
             yield session
 
