@@ -97,8 +97,12 @@ class Database:
                 yield session
             return
         # As long as SQLite's own busy timeout: a unit of work that never gets the lock fails rather than hangs.
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11, wait_for returns the inner result when the task is
+        # cancelled just after the lock was granted, swallowing the cancellation (CPython gh-86296), so a cancelled
+        # background loop (the app's recording jobs at shutdown) went on running and shutdown waited for it forever.
         try:
-            await asyncio.wait_for(writers.acquire(), SQLITE_BUSY_TIMEOUT)
+            async with asyncio.timeout(SQLITE_BUSY_TIMEOUT):
+                await writers.acquire()
         except TimeoutError:
             raise TimeoutError(f"waited {SQLITE_BUSY_TIMEOUT:g} s for the database's write lock") from None
         try:

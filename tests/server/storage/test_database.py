@@ -148,3 +148,29 @@ async def test_sqlite_writers_queue_and_readers_do_not_wait(db_url: str) -> None
             assert (await s.execute(text("SELECT n FROM counter"))).scalar_one() == 99
     finally:
         await db.close()
+
+
+@SQLITE_ONLY
+async def test_a_unit_of_work_cancelled_at_any_step_raises_cancelled_error(db_url: str) -> None:
+    # Cancelled a few loop steps in, the task used to be let into the unit of work with the cancellation lost (Python
+    # 3.11's asyncio.wait_for around the write lock): a cancelled background loop then never stopped, and the app's
+    # shutdown waited for it forever.
+    db = Database(db_url)
+    try:
+        for steps in range(8):
+
+            async def unit() -> None:
+                async with db.transaction() as s:
+                    await s.execute(text("SELECT 1"))
+
+            task = asyncio.create_task(unit())
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # Nor is the write lock left taken.
+        async with db.transaction() as s:
+            assert (await s.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await db.close()
