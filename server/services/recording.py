@@ -359,8 +359,9 @@ class SessionRecordings:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        try:
-            stdout, stderr = await asyncio.wait_for(proc.communicate(), self.settings.composite_timeout)
+        try:  # asyncio.timeout: Python 3.11's wait_for can swallow a cancellation (see Database.transaction)
+            async with asyncio.timeout(self.settings.composite_timeout):
+                stdout, stderr = await proc.communicate()
         except TimeoutError:
             proc.kill()
             await proc.wait()
