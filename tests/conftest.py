@@ -38,6 +38,10 @@ from tests.media_harness import Caller, DecoderWatch
 IN_CI = os.environ.get("CI") == "true"
 PG_ADMIN_DSN = os.environ.get("CLOUDWINDOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 DEMO_PASSWORD = "demo-password-1"
+#: Set on the run's PostgreSQL database: a lock wait (a TRUNCATE behind a leaked transaction) fails the test with
+#: "canceling statement due to lock timeout" instead of hanging the run, and a connection left idle in a transaction
+#: is ended by the server, releasing its locks.  No test waits for a lock, or sits in a transaction, that long.
+PG_TEST_TIMEOUTS = {"lock_timeout": "30s", "idle_in_transaction_session_timeout": "60s"}
 
 
 def unavailable(reason: str) -> None:
@@ -78,6 +82,8 @@ def pg_database() -> Iterator[str | None]:
         conn = await _pg_admin(PG_ADMIN_DSN)
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
+            for setting, value in PG_TEST_TIMEOUTS.items():
+                await conn.execute(f"ALTER DATABASE \"{name}\" SET {setting} = '{value}'")
         finally:
             await conn.close()
 
