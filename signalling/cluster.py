@@ -138,7 +138,8 @@ class RedisCluster:
             receivers = await self.redis.publish(self._channel(node_id), payload)
             if not receivers:
                 raise ClusterError(f"process {node_id} is not listening")
-            return await asyncio.wait_for(future, self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: on 3.11 it can swallow a cancellation
+                return await future
         except TimeoutError:
             raise ClusterError(f"process {node_id} did not answer in {self.timeout}s") from None
         finally:
