@@ -22,11 +22,17 @@ buffer.  :class:`ReceivePath` (one per DTLS transport) and
   packet for a receiver that is not adopted, anything before the handshake)
   goes on aioice's queue to aiortc's receive loop as before, so RTCP
   (sender reports; PLI, FIR, NACK and receiver reports for the SFU's
-  senders) is handled by aiortc unchanged.  While that queue holds
-  anything, RTP queues behind it too, so a packet never overtakes an
-  earlier one (the first packets of a keyframe queued while DTLS was
-  finishing, say); aiortc's ``_handle_rtp_packet`` then feeds the same
-  frame buffer.  A packet no receiver is registered for yet (aiortc
+  senders) is handled by aiortc unchanged.  Until this path has taken a
+  first packet, RTP queues behind whatever that queue holds, so a packet
+  never overtakes an earlier one (the first packets of a keyframe queued
+  while DTLS was finishing, say); aiortc's ``_handle_rtp_packet`` then
+  feeds the same frame buffer.  The first RTP packet that finds the queue
+  empty is taken, and from then on RTP for a lean receiver is always taken,
+  whatever the queue holds: no RTP of a lean receiver can be in the queue
+  any more (only RTCP, DTLS and other receivers' packets, whose order
+  relative to it does not matter), and under load, when aiortc's loop lags
+  behind the RTCP it has to read, RTP stays on this path instead of
+  following the RTCP into aiortc's.  A packet no receiver is registered for yet (aiortc
   registers a receiver in ``receive()``, after DTLS is up, so the first
   packets of a track can come first) is held (at most
   :data:`HELD_PACKETS`, :data:`HELD_SECONDS`) and routed again when the
@@ -370,6 +376,7 @@ class ReceivePath:
         self._queue = connection.data_received
         self._held: deque[tuple[float, bytes]] = deque()
         self._sped_up: set[Any] = set()
+        self._caught_up = False
         self.taken = 0
         self.unrouted = 0
         self.failed = 0
@@ -431,7 +438,8 @@ class ReceivePath:
         if component == 1 and len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 209:
             dtls = self._dtls
             srtp = dtls._rx_srtp
-            if srtp is not None and dtls._state is _CONNECTED and self._connection._queue.empty():
+            if srtp is not None and dtls._state is _CONNECTED and (self._caught_up or self._connection._queue.empty()):
+                self._caught_up = True
                 ssrc = int.from_bytes(data[8:12], "big")
                 payload_type = data[1] & 0x7F
                 receiver = self._ssrc_table.get(ssrc)

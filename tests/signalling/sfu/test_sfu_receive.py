@@ -243,6 +243,20 @@ async def test_rtcp_and_unknown_packets_keep_aiortc_s_path(video: Receiving) -> 
     assert path.unrouted == 1 and video.frames == []
 
 
+async def test_once_caught_up_rtp_passes_queued_rtcp(video: Receiving) -> None:
+    """After the first packet this path took, RTP never follows RTCP into aiortc's loop (that is how it fell
+    behind under load): none of a lean receiver's RTP can be in that queue any more."""
+    lean = lean_receiver(video.receiver)
+    assert lean is not None
+    video.send(_vp8(400, 3000, KEYFRAME, marker=True, start=True))
+    assert video.queued == 0 and len(video.frames) == 1
+    rtcp = bytes(RtcpPacket.parse(bytes.fromhex("80c9000100001111"))[0])
+    video.dtls.transport._connection.data_received(video.tx.protect_rtcp(rtcp), 1)
+    assert video.queued == 1
+    video.send(_vp8(401, 6000, b"\x31" + bytes(9), marker=True, start=True))
+    assert video.queued == 1 and len(video.frames) == 2 and lean.packets == 2
+
+
 async def test_packets_before_registration_are_replayed() -> None:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
