@@ -181,7 +181,7 @@ class Server:
         pairs: set[str] = set()
         # Where keyframe requests to the publishers come from, and where received packets were lost.
         keyframes = {"requested": 0, "sent": 0, "buffer_gave_up": 0, "buffer_reset": 0, "lean_plis": 0}
-        nacks = ice_queue_dropped = 0
+        nacks = ice_queue_dropped = rtp_received = rtp_lean = 0
         for room in self.rooms.values():
             for participant in room.participants:
                 peer = room.peer(participant)
@@ -205,6 +205,9 @@ class Server:
                     if lean is not None:
                         keyframes["lean_plis"] += lean.plis
                         nacks += lean.nacks
+                        rtp_lean += lean.packets
+                    streams = receiver.__dict__.get("_RTCRtpReceiver__remote_streams", {})
+                    rtp_received += sum(stream.packets_received for stream in streams.values())
                 transceivers = peer.pc.getTransceivers()
                 queue = transceivers[0].receiver.transport.transport._connection._queue if transceivers else None
                 if isinstance(queue, DroppingQueue):
@@ -223,6 +226,8 @@ class Server:
             "keyframes": keyframes,
             "nacks": nacks,
             "ice_queue_dropped": ice_queue_dropped,
+            "rtp_received": rtp_received,
+            "rtp_lean": rtp_lean,
         }
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
