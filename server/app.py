@@ -57,6 +57,8 @@ from signalling.turn import IceServerConfig
 
 log = logging.getLogger("server.http")
 VERSION = "0.1.0"
+BACKGROUND_STOP_TIMEOUT = 10.0
+"""Seconds shutdown waits for a cancelled background task (queue scanner, recording jobs/uploads) before going on."""
 
 
 @dataclass
@@ -278,6 +280,21 @@ def _request_middleware(services: Services) -> Middleware:
     return middleware
 
 
+async def _stop_background(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task and wait for it, at most :data:`BACKGROUND_STOP_TIMEOUT`: a task that does not stop
+    (a lost cancellation, a call that ignores it) is logged as an error and left behind, so shutdown never hangs."""
+    if task is None:
+        return
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=BACKGROUND_STOP_TIMEOUT)
+    if not done:
+        log.error(
+            "background task %s did not stop within %g s of its cancellation", task.get_name(), BACKGROUND_STOP_TIMEOUT
+        )
+    elif not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
 def create_app(
     settings: Settings, *, clock: Clock | None = None, queue_settings: QueueSettings | None = None
 ) -> web.Application:
@@ -305,21 +322,14 @@ def create_app(
         _app[RECORDING_JOBS] = asyncio.create_task(services.recordings.run_jobs(), name="recording-jobs")
 
     async def on_shutdown(_app: web.Application) -> None:
-        scanner = _app.get(QUEUE_SCANNER)
-        if scanner is not None:
-            scanner.cancel()
-            await asyncio.gather(scanner, return_exceptions=True)
+        await _stop_background(_app.get(QUEUE_SCANNER))
         await services.queue.close()
         await services.signalling.close()
-        jobs = _app.get(RECORDING_JOBS)
-        if jobs is not None:
-            jobs.cancel()
-            await asyncio.gather(jobs, return_exceptions=True)
+        await _stop_background(_app.get(RECORDING_JOBS))
         await services.recordings.close()
         uploader = _app.get(RECORDING_UPLOADER)
         if uploader is not None:
-            uploader.cancel()
-            await asyncio.gather(uploader, return_exceptions=True)
+            await _stop_background(uploader)
             try:  # what the closed rooms just finished, if the store answers quickly
                 await asyncio.wait_for(services.recordings.upload_pass(), 10)
             except Exception:
