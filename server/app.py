@@ -82,9 +82,11 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
-QUEUE_SCANNER = web.AppKey("queue_scanner", asyncio.Task[None])
-RECORDING_UPLOADER = web.AppKey("recording_uploader", asyncio.Task[None])
-RECORDING_JOBS = web.AppKey("recording_jobs", asyncio.Task[None])
+BACKGROUND = web.AppKey("background", dict[str, asyncio.Task[None]])
+"""The app's background tasks by name (filled at start-up: the app itself is frozen by then)."""
+QUEUE_SCANNER = "queue-scanner"
+RECORDING_UPLOADER = "recording-uploader"
+RECORDING_JOBS = "recording-jobs"
 
 ROUTE_MODULES: tuple[Api, ...] = (
     auth_api.api,
@@ -311,23 +313,25 @@ def create_app(
         app.add_routes(object_routes(services.store, services.store.signer))
     services.signalling.attach(app)
     _add_web_client(app, settings.web_client_dist)
+    background: dict[str, asyncio.Task[None]] = {}
+    app[BACKGROUND] = background
 
     async def on_startup(_app: web.Application) -> None:
         await services.signalling.start()
         if isinstance(services.store, S3ObjectStore) and settings.object_store.s3.create_bucket:
             await services.store.ensure_bucket()
         if services.queue.settings.scan_interval > 0:
-            _app[QUEUE_SCANNER] = asyncio.create_task(services.queue.run_scanner(), name="queue-scanner")
-        _app[RECORDING_UPLOADER] = asyncio.create_task(services.recordings.run_uploads(), name="recording-uploader")
-        _app[RECORDING_JOBS] = asyncio.create_task(services.recordings.run_jobs(), name="recording-jobs")
+            background[QUEUE_SCANNER] = asyncio.create_task(services.queue.run_scanner(), name=QUEUE_SCANNER)
+        background[RECORDING_UPLOADER] = asyncio.create_task(services.recordings.run_uploads(), name=RECORDING_UPLOADER)
+        background[RECORDING_JOBS] = asyncio.create_task(services.recordings.run_jobs(), name=RECORDING_JOBS)
 
     async def on_shutdown(_app: web.Application) -> None:
-        await _stop_background(_app.get(QUEUE_SCANNER))
+        await _stop_background(background.get(QUEUE_SCANNER))
         await services.queue.close()
         await services.signalling.close()
-        await _stop_background(_app.get(RECORDING_JOBS))
+        await _stop_background(background.get(RECORDING_JOBS))
         await services.recordings.close()
-        uploader = _app.get(RECORDING_UPLOADER)
+        uploader = background.get(RECORDING_UPLOADER)
         if uploader is not None:
             await _stop_background(uploader)
             try:  # what the closed rooms just finished, if the store answers quickly

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import server.app as app_module
-from server.app import RECORDING_JOBS, SERVICES, create_app
+from server.app import BACKGROUND, RECORDING_JOBS, SERVICES, create_app
 from server.clock import FakeClock
 from server.settings import Settings
 
@@ -32,7 +32,7 @@ async def test_shutdown_goes_on_past_a_task_that_ignores_its_cancellation(
     monkeypatch.setattr(app[SERVICES].recordings, "run_jobs", stubborn)
     app.freeze()
     await app.startup()
-    jobs = app[RECORDING_JOBS]
+    jobs = app[BACKGROUND][RECORDING_JOBS]
     try:
         with caplog.at_level(logging.ERROR, logger="server.http"):
             async with asyncio.timeout(10):

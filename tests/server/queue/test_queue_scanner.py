@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from server.app import QUEUE_SCANNER, Services
+from server.app import BACKGROUND, QUEUE_SCANNER, Services
 from server.clock import FakeClock
 from server.settings import QueueSettings
 from server.storage.models import Alert
@@ -23,7 +23,7 @@ def queue_settings() -> QueueSettings:
 async def test_background_scanner_raises_due_alerts(
     client: TestClient, services: Services, notices: RecordingNotifier, clock: FakeClock
 ) -> None:
-    task = client.app[QUEUE_SCANNER]
+    task = client.app[BACKGROUND][QUEUE_SCANNER]
     assert not task.done()
     await seed_tickets(services, 2)
     clock.advance(900)
