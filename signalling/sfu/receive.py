@@ -26,9 +26,9 @@ buffer.  :class:`ReceivePath` (one per DTLS transport) and
   first packet, RTP queues behind whatever that queue holds, so a packet
   never overtakes an earlier one (the first packets of a keyframe queued
   while DTLS was finishing, say); aiortc's ``_handle_rtp_packet`` then
-  feeds the same frame buffer.  The first RTP packet that finds the queue
-  empty is taken, and from then on RTP for a lean receiver is always taken,
-  whatever the queue holds: no RTP of a lean receiver can be in the queue
+  feeds the same frame buffer.  Once an RTP packet has found the queue
+  empty, RTP for a lean receiver is always taken, whatever the queue
+  holds: no RTP of a lean receiver can be in the queue
   any more (only RTCP, DTLS and other receivers' packets, whose order
   relative to it does not matter), and under load, when aiortc's loop lags
   behind the RTCP it has to read, RTP stays on this path instead of
