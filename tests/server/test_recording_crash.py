@@ -67,6 +67,20 @@ async def _login(http: aiohttp.ClientSession, url: str, username: str) -> str:
         return str((await resp.json())["access_token"])
 
 
+def _track_folders(spool: Path) -> list[Path]:
+    if not spool.is_dir():
+        return []
+    return [f for p in sorted(spool.iterdir()) if p.is_dir() for f, _ in participant_tracks(p)]
+
+
+def _closed_segments(spool: Path) -> int:
+    """The fewest closed segments of any of the session's 4 tracks (0 until all 4 have a manifest)."""
+    folders = _track_folders(spool)
+    if len(folders) < 4:
+        return 0
+    return min(len(TrackManifest.load(f).segments) for f in folders)
+
+
 async def test_sigkill_mid_recording_then_restart(server: Server, tmp_path: Path) -> None:
     await server.start()
     async with aiohttp.ClientSession() as http:
@@ -77,6 +91,7 @@ async def test_sigkill_mid_recording_then_restart(server: Server, tmp_path: Path
             case_id = (await resp.json())["id"]
         async with http.post(f"{server.url}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as r:
             session_id = (await r.json())["id"]
+    spool = tmp_path / "data" / "recordings" / f"session-{session_id}"
     a, b = Caller(server.url, staff, tag=1), Caller(server.url, clerk, tag=2)
     try:
         await a.connect()
@@ -85,14 +100,16 @@ async def test_sigkill_mid_recording_then_restart(server: Server, tmp_path: Path
         await b.join(session_id)
         assert a.media and b.media
         await until(lambda: len(b.media.from_tag(1)) >= 50 and len(a.media.from_tag(2)) >= 50, 30, "video both ways")
+        # Killed once every track has closed two segments (what is checked below), not after a fixed amount of media:
+        # 50 frames take less than the 2 s two closed segments need.
+        await until(lambda: _closed_segments(spool) >= 2, 30, "two closed segments on every track")
         killed_at = time.time()
         server.kill()
     finally:
         await a.close()
         await b.close()
 
-    spool = tmp_path / "data" / "recordings" / f"session-{session_id}"
-    folders = [f for p in sorted(spool.iterdir()) if p.is_dir() for f, _ in participant_tracks(p)]
+    folders = _track_folders(spool)
     assert len(folders) == 4, folders
     closed: dict[Path, TrackManifest] = {}
     for folder in folders:
