@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import socketio
 from aiortc import (
@@ -44,6 +44,8 @@ CONFIG = MediaNetworkConfig(bind_addresses=LOOPBACK, allowed_networks=("127.0.0.
 
 COLS, ROWS = 8, 4
 VIDEO_CLOCK = 90000
+
+T = TypeVar("T")
 
 
 class DecoderWatch:
@@ -347,6 +349,20 @@ async def until(predicate: Callable[[], bool], within: float, message: str = "co
             raise AssertionError(f"timed out after {within}s waiting for {message}")
         await asyncio.sleep(0.02)
     return time.monotonic() - start
+
+
+async def until_steady(value: Callable[[], T], quiet: float, within: float, message: str = "value") -> T:
+    """Poll ``value()`` every 0.1 s until unchanged for ``quiet`` seconds; returns it, fails after ``within`` s."""
+    start = last_change = time.monotonic()
+    current = value()
+    while time.monotonic() - last_change < quiet:
+        if time.monotonic() - start > within:
+            raise AssertionError(f"{message} still changing after {within}s")
+        await asyncio.sleep(0.1)
+        now = value()
+        if now != current:
+            current, last_change = now, time.monotonic()
+    return current
 
 
 def assert_numbers_sane(numbers: list[int], sent: int, minimum: int) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from signalling.sfu.peer import nominated_pair
 from tests.conftest import Session
-from tests.media_harness import Caller, Client, until
+from tests.media_harness import Caller, Client, until, until_steady
 from tests.server.api.conftest import open_case
 
 
@@ -160,16 +160,9 @@ async def test_four_party_consultation_through_invites(as_user: Any, client: Any
     assert events(e2, "participant.muted")[-1]["muted"] is True
     # Frames already in flight (queued in a loaded client's receive path) may still arrive: wait, bounded, until the
     # muted expert's audio has stopped growing at every receiver for 0.5 s; if muting did not stop it, this fails.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    before = {id(r): audio_frames(r, e1) for r in (host, point, e2)}
-    quiet_since = loop.time()
-    while loop.time() - quiet_since < 0.5:
-        assert loop.time() < deadline, "the muted expert's audio kept arriving"
-        await asyncio.sleep(0.1)
-        now = {id(r): audio_frames(r, e1) for r in (host, point, e2)}
-        if now != before:
-            before, quiet_since = now, loop.time()
+    before = await until_steady(
+        lambda: {id(r): audio_frames(r, e1) for r in (host, point, e2)}, 0.5, 15, "the muted expert's audio"
+    )
     other_before = audio_frames(host, e2)
     # The others' audio goes on (a bounded wait: how fast it flows is the bench's business) ...
     await until(lambda: audio_frames(host, e2) > other_before + 30, 20, "the others' audio going on")
