@@ -134,7 +134,16 @@ async def test_four_party_consultation_through_invites(as_user: Any, client: Any
             if r is not p
         )
 
-    await until(lambda: all_see_all(10), 40, "video from every party at every party")
+    try:
+        await until(lambda: all_see_all(10), 40, "video from every party at every party")
+    except AssertionError as exc:  # say which pair is missing (an intermittent CI failure to diagnose)
+        counts = {
+            f"{r.tag}<-{p.tag}": len(r.media.from_tag(p.tag))  # type: ignore[union-attr]
+            for r in everyone
+            for p in everyone
+            if r is not p
+        }
+        raise AssertionError(f"{exc}; frames per receiver<-publisher: {counts}") from None
     await until(
         lambda: all(audio_frames(r, p) > 20 for r in everyone for p in everyone if r is not p),
         20,
