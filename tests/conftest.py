@@ -336,4 +336,4 @@ async def callers() -> AsyncIterator[Any]:
     for c in made:
         await c.close()
     for c in made:
-        assert not c.errors, c.errors
+        assert not c.unexpected_errors(), c.errors

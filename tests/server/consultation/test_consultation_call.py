@@ -143,7 +143,11 @@ async def test_four_party_consultation_through_invites(as_user: Any, client: Any
             for p in everyone
             if r is not p
         }
-        raise AssertionError(f"{exc}; frames per receiver<-publisher: {counts}") from None
+        offers = {c.tag: [e[1]["revision"] for e in c.events if e[0] == "media.offer"] for c in everyone}
+        errors = {c.tag: c.errors for c in everyone}
+        raise AssertionError(
+            f"{exc}; frames per receiver<-publisher: {counts}; offer revisions seen: {offers}; errors: {errors}"
+        ) from None
     await until(
         lambda: all(audio_frames(r, p) > 20 for r in everyone for p in everyone if r is not p),
         20,
