@@ -167,6 +167,7 @@ def build_services(
             max_remote_candidates=settings.media.max_candidates,
             allow_mdns=settings.media.allow_mdns,
             max_sdp_bytes=settings.media.max_sdp_bytes,
+            answer_timeout=settings.media.answer_timeout,
         ),
     )
     appointments = AppointmentService(clock=clock, cases=cases, settings=queue_settings.appointments)

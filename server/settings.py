@@ -137,6 +137,8 @@ class MediaSettings(BaseModel):
     max_candidates: int = Field(default=20, ge=1, le=1000)
     allow_mdns: bool = False
     max_sdp_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    #: Seconds an offer may stay unanswered before the participant's connection is given up (the client rejoins).
+    answer_timeout: float = Field(default=30, ge=1, le=600)
 
 
 class SignallingSettings(BaseModel):

@@ -93,7 +93,9 @@ class MediaNetworkConfig:
     ``audio_codecs``/``video_codecs``: codec names offered to publishers, in
     order of preference; an answer without any of them is refused with
     ``codec_unsupported``.  Media is forwarded, so a subscriber always
-    receives the codec its publisher sends.
+    receives the codec its publisher sends.  ``answer_timeout``: seconds an
+    offer may stay unanswered before the participant's peer connection is
+    given up as failed (the client is told to rejoin, see ``docs/protocol.md``).
     """
 
     bind_addresses: tuple[str, ...] = ()
@@ -105,6 +107,7 @@ class MediaNetworkConfig:
     max_sdp_bytes: int = 64 * 1024
     audio_codecs: tuple[str, ...] = ("opus",)
     video_codecs: tuple[str, ...] = ("VP8", "H264")
+    answer_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for address in (*self.bind_addresses, *self.advertised_addresses, *self.advertised_addresses.values()):
@@ -113,6 +116,8 @@ class MediaNetworkConfig:
             ipaddress.ip_network(network, strict=False)
         if self.max_remote_candidates < 1 or self.max_sdp_bytes < 1:
             raise ValueError("max_remote_candidates and max_sdp_bytes must be positive")
+        if not self.answer_timeout > 0:
+            raise ValueError("answer_timeout must be positive")
         supported = {"audio": {"opus", "pcmu", "pcma", "g722"}, "video": {"vp8", "h264"}}
         for kind, names in (("audio", self.audio_codecs), ("video", self.video_codecs)):
             if not names or not {n.lower() for n in names} <= supported[kind]:

@@ -257,7 +257,9 @@ class MediaPeer:
     """See the module docstring.  Not thread-safe; all methods run on the room's event loop.
 
     ``desired()`` returns the publications this peer should receive, in
-    order; ``on_state(peer, state)`` reports ``connectionState`` changes.
+    order; ``on_state(peer, state)`` reports ``connectionState`` changes,
+    and ``failed`` when an offer stays unanswered for the configuration's
+    ``answer_timeout``.
     Offer revisions come from ``revisions`` (the room shares one counter
     between successive connections of a participant, so an answer meant for
     a replaced connection can never match the new one's offer).
@@ -292,6 +294,7 @@ class MediaPeer:
         self._revisions = revisions if revisions is not None else itertools.count(1)
         self._candidates: set[CandidateKey] = set()
         self._pli_tasks: set[asyncio.Task[None]] = set()
+        self._answer_timer: asyncio.TimerHandle | None = None
         self.closing = False
 
         @self.pc.on("connectionstatechange")
@@ -354,6 +357,7 @@ class MediaPeer:
                 raise MediaPolicyError("sdp_invalid", f"answer refused: {exc}") from exc
             self._candidates = known
             self._outstanding = None
+            self._disarm_answer_timer()
             outcome = self._after_answer(parsed)
             if self._dirty and not self.closing:
                 outcome.next_offer = await self._make_offer()
@@ -449,6 +453,7 @@ class MediaPeer:
     async def close(self) -> list[Publication]:
         """Close the peer connection; returns the publications that ended."""
         self.closing = True
+        self._disarm_answer_timer()
         ended = [p for p in (s.end_publication() for s in self._recv) if p is not None]
         for slot in self._send:
             slot.release()
@@ -546,7 +551,37 @@ class MediaPeer:
             publish=publish,
             subscribe=subscribe,
         )
+        self._disarm_answer_timer()
+        self._answer_timer = asyncio.get_running_loop().call_later(
+            self._config.answer_timeout, self._answer_overdue, revision
+        )
         return self._outstanding
+
+    def _disarm_answer_timer(self) -> None:
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
+            self._answer_timer = None
+
+    def _answer_overdue(self, revision: int) -> None:
+        """The offer ``revision`` was not answered in ``answer_timeout``: give the connection up as failed.
+
+        Without this a lost or refused answer would leave the participant
+        without every later track for the rest of the session (changes only
+        mark the peer dirty while an offer is outstanding); reported as the
+        ``failed`` state, the room drops the peer and the client rejoins with
+        a new connection, as after an ICE failure.
+        """
+        self._answer_timer = None
+        offer = self._outstanding
+        if self.closing or offer is None or offer.revision != revision:
+            return
+        logger.warning(
+            "%s: offer %d not answered in %.0f s; the connection is given up",
+            self.participant_id,
+            revision,
+            self._config.answer_timeout,
+        )
+        self._on_state(self, "failed")
 
     def _check_send_codecs(self, answer: aiortc_sdp.SessionDescription) -> None:
         by_mid = {m.rtp.muxId: m for m in answer.media}

@@ -9,6 +9,7 @@ which the server decodes, gathers outside ``gather_from`` or touches STUN/mDNS.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 import time
 
@@ -229,6 +230,43 @@ async def test_rejoin_after_abrupt_drop_replaces_the_peer() -> None:
         assert_numbers_sane(bob.from_tag(3), alice2.camera.number if alice2.camera else 0, 5)
     finally:
         await call.close()
+
+
+async def test_a_participant_whose_answer_never_comes_is_dropped_and_can_rejoin() -> None:
+    call = Call(dataclasses.replace(CONFIG, answer_timeout=1.0))
+    alice, bob, carol = Client("alice", 1), Client("bob", 2), Client("carol", 3)
+    alice2 = Client("alice", 4)
+    try:
+        await call.join(alice)
+        await call.join(bob)
+        await until(lambda: len(bob.from_tag(1)) >= 3 and len(alice.from_tag(2)) >= 3, 10, "alice and bob")
+        call.clients.pop("alice")  # alice's answers are lost from now on
+        await call.join(carol)  # offers to alice and bob: bob answers, alice does not
+        await until(
+            lambda: PeerStateChanged("alice", "failed") in call.log,
+            10,
+            "alice's connection given up",
+        )
+        await until(lambda: call.room.participants == ["bob", "carol"], 5, "alice dropped")
+        # Bob answered in time: his connection stays, and bob and carol see each other.
+        await until(lambda: len(bob.from_tag(3)) >= 3 and len(carol.from_tag(2)) >= 3, 10, "bob and carol")
+        await asyncio.sleep(1.2)  # past bob's and carol's answer timeouts
+        assert call.room.participants == ["bob", "carol"]
+        assert not [
+            e
+            for e in call.log
+            if isinstance(e, PeerStateChanged) and e.participant_id != "alice" and e.state in ("failed", "closed")
+        ]
+        # Alice rejoins with a new connection (what media.state failed tells a client to do) and gets everything.
+        await call.join(alice2)
+        await until(
+            lambda: all(len(alice2.from_tag(t)) >= 3 for t in (2, 3)) and len(bob.from_tag(4)) >= 3,
+            10,
+            "alice back",
+        )
+    finally:
+        await call.close()
+        await alice.close()
 
 
 async def test_client_closing_its_connection_leaves_the_room() -> None:

@@ -75,6 +75,8 @@ def test_ice_servers_and_validation() -> None:
         MediaNetworkConfig(bind_addresses=("eth0",))
     with pytest.raises(ValueError):
         MediaNetworkConfig(video_codecs=("AV1",))
+    with pytest.raises(ValueError):
+        MediaNetworkConfig(answer_timeout=0)
 
 
 def test_advertised_addresses_replace_bind_addresses_in_local_sdp() -> None:
