@@ -53,6 +53,7 @@ from server.storage.database import Database
 from signalling.cluster import RedisCluster
 from signalling.server import SignallingConfig, SignallingServer
 from signalling.sfu.network import MediaNetworkConfig
+from signalling.sfu.udpsend import set_gso
 from signalling.turn import IceServerConfig
 
 log = logging.getLogger("server.http")
@@ -138,6 +139,7 @@ def build_services(
         metrics=metrics,
     )
     sig = settings.signalling
+    set_gso(settings.media.udp_gso)
     signalling = SignallingServer(
         authenticator=realtime,
         directory=realtime,

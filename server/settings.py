@@ -139,6 +139,8 @@ class MediaSettings(BaseModel):
     max_sdp_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     #: Seconds an offer may stay unanswered before the participant's connection is given up (the client rejoins).
     answer_timeout: float = Field(default=30, ge=1, le=600)
+    #: Send a forwarded frame's packets in one UDP GSO sendmsg where the kernel allows (off: one sendto per packet).
+    udp_gso: bool = True
 
 
 class SignallingSettings(BaseModel):

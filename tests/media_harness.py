@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import struct
 import time
 from array import array
@@ -68,7 +69,8 @@ def _bits(tag: int, number: int) -> list[int]:
     return [(word >> (31 - i)) & 1 for i in range(32)]
 
 
-def draw(width: int, height: int, tag: int, number: int) -> VideoFrame:
+def draw(width: int, height: int, tag: int, number: int, *, textured: bool = False) -> VideoFrame:
+    """The frame's number in luma blocks; ``textured``: random chroma too, so that frames need several RTP packets."""
     frame = VideoFrame(width, height, "yuv420p")
     bits = _bits(tag, number)
     luma = frame.planes[0]
@@ -82,7 +84,7 @@ def draw(width: int, height: int, tag: int, number: int) -> VideoFrame:
     data = b"".join(rows).ljust(luma.buffer_size, b"\x10")
     luma.update(data[: luma.buffer_size])
     for plane in frame.planes[1:]:
-        plane.update(b"\x80" * plane.buffer_size)
+        plane.update(os.urandom(plane.buffer_size) if textured else b"\x80" * plane.buffer_size)
     return frame
 
 
@@ -113,9 +115,10 @@ def read(frame: VideoFrame) -> tuple[int, int] | None:
 class NumberedVideoTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, tag: int, width: int = 320, height: int = 240, fps: int = 15) -> None:
+    def __init__(self, tag: int, width: int = 320, height: int = 240, fps: int = 15, *, textured: bool = False) -> None:
         super().__init__()
         self.tag, self.width, self.height, self.fps = tag, width, height, fps
+        self.textured = textured
         self.number = 0
         self._start: float | None = None
 
@@ -129,7 +132,7 @@ class NumberedVideoTrack(MediaStreamTrack):
         if target > now:
             await asyncio.sleep(target - now)
         self.number += 1
-        frame = draw(self.width, self.height, self.tag, self.number)
+        frame = draw(self.width, self.height, self.tag, self.number, textured=self.textured)
         frame.pts = self.number * (VIDEO_CLOCK // self.fps)
         frame.time_base = Fraction(1, VIDEO_CLOCK)
         return frame
@@ -197,11 +200,12 @@ class Client:
         fps: int = 15,
         audio: bool = True,
         video: bool = True,
+        textured: bool = False,
     ) -> None:
         self.participant_id = participant_id
         self.tag = tag
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-        self.camera = NumberedVideoTrack(tag, *size, fps=fps) if video else None
+        self.camera = NumberedVideoTrack(tag, *size, fps=fps, textured=textured) if video else None
         self.mic = ToneAudioTrack() if audio else None
         self.screen: NumberedVideoTrack | None = None
         self._size, self._fps = size, fps

@@ -18,7 +18,8 @@ sender (an instance patch, see :func:`~signalling.sfu.passthrough.adopt_sender`)
 * each packet is protected with the sender's DTLS transport's SRTP session
   (``_tx_srtp``) and written to the nominated ICE pair's datagram transport
   synchronously, on the caller's (the publisher's receive) task: no task, no
-  queue and no wake-up per subscriber;
+  queue and no wake-up per subscriber; the packets of a frame go out in one
+  UDP GSO ``sendmsg`` where the kernel allows (:mod:`signalling.sfu.udpsend`);
 * the plaintext packets are kept (the last ``RTP_HISTORY_SIZE``) so that
   aiortc's RTCP handler can still answer NACKs (RFC 4585 section 6.2.1),
   through RTX (RFC 4588) when negotiated: ``_retransmit`` is replaced too;
@@ -46,6 +47,8 @@ from aiortc import RTCRtpSender
 from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, HeaderExtensionsMap, RtpPacket, wrap_rtx
+
+from .udpsend import send_datagrams
 
 if TYPE_CHECKING:
     from .passthrough import RelayTrack
@@ -202,15 +205,20 @@ class RtpForwarder:
         last = len(payloads) - 1
         octets = 0
         wire = 0
+        datagrams: list[bytes] = []
         for index, payload in enumerate(payloads):
             second = payload_type | 0x80 if index == last else payload_type
             plain = pack(first_byte, second, sequence, timestamp, ssrc) + extensions + payload
             history[sequence % RTP_HISTORY_SIZE] = plain
             data = protect(plain)
-            sendto(data, address)
+            datagrams.append(data)
             octets += len(payload)
             wire += len(data)
             sequence = (sequence + 1) & 0xFFFF
+        if last:
+            send_datagrams(udp, datagrams, address)
+        elif datagrams:
+            sendto(datagrams[0], address)
         self._sequence = sequence
         count = len(payloads)
         self.packets += count

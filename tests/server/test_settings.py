@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from server.app import create_app
+from server.clock import FakeClock
 from server.settings import ConfigError, Settings, load_settings
+from signalling.sfu import udpsend
 
 OPERATIONS = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
 
@@ -68,3 +71,15 @@ def test_generated_secret_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     first = s.resolved_secret_key()
     assert first == Settings(data_dir=tmp_path).resolved_secret_key()
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_media_udp_gso_setting_reaches_the_send_path(settings: Settings, clock: FakeClock) -> None:
+    try:
+        create_app(
+            settings.model_copy(update={"media": settings.media.model_copy(update={"udp_gso": False})}), clock=clock
+        )
+        assert not udpsend.gso_enabled()
+        create_app(settings, clock=clock)
+        assert udpsend.gso_enabled()  # the default (this kernel supports it)
+    finally:
+        udpsend.set_gso(True)

@@ -15,7 +15,7 @@ import time
 
 from aiortc.rtp import RTCP_PSFB_FIR, RtcpPsfbPacket
 
-from signalling.sfu import MediaNetworkConfig, PeerStateChanged, TrackPublished, TrackUnpublished
+from signalling.sfu import MediaNetworkConfig, PeerStateChanged, TrackPublished, TrackUnpublished, udpsend
 from signalling.sfu.passthrough import lean_receiver, video_frame_buffer
 from signalling.sfu.peer import nominated_pair
 from signalling.sfu.receive import ReceivePath
@@ -93,6 +93,30 @@ async def test_two_party_both_directions(decoder_watch: DecoderWatch) -> None:
         assert PeerStateChanged("alice", "connected") in call.log
         # The msid stream id of each forwarded track names its publisher (docs/protocol.md).
         assert "a=msid:alice.camera " in bob.offers[-1].sdp
+    finally:
+        await call.close()
+
+
+async def test_multi_packet_frames_leave_in_gso_sends_and_decode() -> None:
+    call = Call()
+    alice, bob = Client("alice", 1, textured=True), Client("bob", 2)
+    before = udpsend.counts()
+    try:
+        await call.join(alice)
+        await call.join(bob)
+        await until(lambda: len(bob.from_tag(1)) >= 20, 10, "alice's textured video at bob")
+        assert alice.camera is not None
+        assert_numbers_sane(bob.from_tag(1), alice.camera.number, 20)
+        stats = {s.participant_id: s for s in await call.room.stats()}
+        to_bob = next(t for t in stats["bob"].tracks if t.source is not None and t.source.label == "camera")
+        frames, packets = (
+            next(t for t in stats["alice"].tracks if t.label == "camera").frames_forwarded,
+            to_bob.packets_sent,
+        )
+        assert frames and packets and packets > 2 * frames, (frames, packets)  # several packets per frame
+        after = udpsend.counts()
+        assert udpsend.gso_enabled() and after["gso_sends"] > before["gso_sends"]
+        assert after["gso_datagrams"] - before["gso_datagrams"] >= 2 * (after["gso_sends"] - before["gso_sends"])
     finally:
         await call.close()
 
