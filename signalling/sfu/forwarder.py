@@ -215,10 +215,10 @@ class RtpForwarder:
             octets += len(payload)
             wire += len(data)
             sequence = (sequence + 1) & 0xFFFF
-        if last:
-            send_datagrams(udp, datagrams, address)
-        elif datagrams:
+        if len(datagrams) == 1:  # audio, and small video frames: no batching to look for
             sendto(datagrams[0], address)
+        else:
+            send_datagrams(udp, datagrams, address)
         self._sequence = sequence
         count = len(payloads)
         self.packets += count

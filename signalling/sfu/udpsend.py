@@ -35,7 +35,16 @@ from collections.abc import Sequence
 from struct import Struct
 from typing import Any
 
-__all__ = ["MAX_BYTES", "MAX_SEGMENTS", "UDP_SEGMENT", "UNSUPPORTED", "gso_enabled", "send_datagrams", "set_gso"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_SEGMENTS",
+    "UDP_SEGMENT",
+    "UNSUPPORTED",
+    "counts",
+    "gso_enabled",
+    "send_datagrams",
+    "set_gso",
+]
 
 logger = logging.getLogger(__name__)
 
