@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from server.errors import ApiError, BadRequest, Unauthorized, UnsupportedMediaType, ValidationFailed
 from server.services.principal import Principal
+from server.structured_input import StructureRefused, check_structure
 
 if TYPE_CHECKING:
     from server.app import Services
@@ -144,20 +145,12 @@ async def read_json(request: web.Request) -> Any:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("body is not valid JSON", code="malformed_json", details={"error": str(exc)[:200]}) from None
-    if _has_nul(data):
-        raise ValidationFailed("text may not contain NUL characters", code="validation_error")
+    try:
+        check_structure(data)
+    except StructureRefused as exc:
+        code = "json_too_deep" if exc.reason == "too_deep" else "validation_error"
+        raise ValidationFailed(str(exc), code=code, details={"at": exc.path}) from None
     return data
-
-
-def _has_nul(value: Any, depth: int = 0) -> bool:
-    """True if any string (key or value) in a decoded JSON document contains U+0000."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v, depth + 1) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v, depth + 1) for v in value)
-    return False
 
 
 class Api:

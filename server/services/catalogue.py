@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.errors import Conflict, ValidationFailed
 from server.storage.matters import MatterRepository
 from server.storage.models import ChecklistItem, Matter
+from server.structured_input import StructureRefused, check_structure, has_nul
 
 MimeType = Literal["image/jpeg", "image/png", "image/webp", "application/pdf"]
 MIME_TYPES: tuple[MimeType, ...] = ("image/jpeg", "image/png", "image/webp", "application/pdf")
@@ -83,11 +84,31 @@ def _invalid(exc: ValidationError) -> ValidationFailed:
     return ValidationFailed("the catalogue file is not valid", code="catalogue_invalid", details={"errors": errors})
 
 
+def _check_text(text: str) -> None:
+    if has_nul(text):
+        raise ValidationFailed(
+            "the catalogue file may not contain NUL characters",
+            code="catalogue_invalid",
+            details={"error": "nul_character"},
+        )
+
+
 def parse_yaml(text: str) -> CatalogueSpec:
+    _check_text(text)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValidationFailed("not valid YAML", code="catalogue_invalid", details={"error": str(exc)}) from None
+    except RecursionError:  # PyYAML composes and constructs nested nodes recursively
+        raise ValidationFailed(
+            "the catalogue file nests too deep", code="catalogue_invalid", details={"error": "too_deep"}
+        ) from None
+    try:
+        check_structure(data)
+    except StructureRefused as exc:
+        raise ValidationFailed(
+            str(exc), code="catalogue_invalid", details={"error": exc.reason, "at": exc.path}
+        ) from None
     try:
         return CatalogueSpec.model_validate(data)
     except ValidationError as exc:
@@ -125,6 +146,7 @@ def parse_csv(text: str) -> CatalogueSpec:
 
     The inspection checklist is not representable in CSV; use YAML for it.
     """
+    _check_text(text)
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     if reader.fieldnames is None or set(CSV_COLUMNS) - set(reader.fieldnames):
         raise ValidationFailed(

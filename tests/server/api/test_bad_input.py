@@ -39,6 +39,7 @@ from yarl import URL
 from server.app import SERVICES
 from server.clock import FakeClock
 from server.objectstore import FilesystemObjectStore
+from server.services.catalogue import CSV_COLUMNS
 from server.settings import Settings, UploadSettings
 from server.storage.models import (
     AuthSession,
@@ -508,6 +509,21 @@ JSON_BODIES = [
         "malformed_json",
         None,
         id="deeply-nested-json",
+    ),
+    pytest.param(
+        # BUG: json.loads accepts 600 levels; the recursive NUL check then raised RecursionError → 500.
+        req("staff", "POST", CASES_URL, raw('{"a":' * 600 + "1" + "}" * 600)),
+        422,
+        "json_too_deep",
+        None,
+        id="json-nested-600-levels",
+    ),
+    pytest.param(
+        req("staff", "POST", CASES_URL, raw(json.dumps({**CASE_BODY, "x": {"\u0000": 1}}))),
+        422,
+        "validation_error",
+        None,
+        id="nul-in-key",
     ),
     pytest.param(req("staff", "POST", CASES_URL, raw("[]")), 422, "validation_error", None, id="json-array-not-object"),
     pytest.param(
@@ -1102,6 +1118,39 @@ CATALOGUE = [
     pytest.param(
         "admin", lambda spec: b"code,name_zh\nMZ-001,x\n", CSV, 422, "catalogue_invalid", id="csv-missing-columns"
     ),
+    pytest.param(
+        # BUG: PyYAML's recursive constructor raised RecursionError → 500.
+        "admin",
+        lambda spec: b"version: 1\nmatters: " + b"[" * 3000 + b"]" * 3000 + b"\n",
+        YAML,
+        422,
+        "catalogue_invalid",
+        id="yaml-nested-3000-levels",
+    ),
+    pytest.param(
+        "admin",
+        lambda spec: b"version: 1\nmatters: " + b"[" * 40 + b"]" * 40 + b"\n",
+        YAML,
+        422,
+        "catalogue_invalid",
+        id="yaml-nested-40-levels",
+    ),
+    pytest.param(
+        "admin",
+        _renamed_then(_set(name_zh="高龄\x00津贴")),
+        YAML,
+        422,
+        "catalogue_invalid",
+        id="nul-in-yaml",
+    ),
+    pytest.param(
+        "admin",
+        lambda spec: (",".join(CSV_COLUMNS) + "\nMZ-001,\x00" + "," * (len(CSV_COLUMNS) - 2) + "\n").encode(),
+        CSV,
+        422,
+        "catalogue_invalid",
+        id="nul-in-csv",
+    ),
     pytest.param("admin", _dump, JSON, 415, "unsupported_content_type", id="wrong-content-type"),
     pytest.param("clerk", _dump, YAML, 403, "forbidden", id="not-an-admin"),
 ]
@@ -1143,3 +1192,15 @@ async def test_catalogue_import_cannot_drop_an_item_in_use(world: World) -> None
         "checklist_item_in_use",
     )
     assert await (await admin.get("/api/v1/catalogue/export")).text() == before_text
+
+
+async def test_deep_json_on_login_is_a_short_refusal(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """BUG: a 1.2 KB body nested 600 deep gave 500 on the unauthenticated login, with 112 KB of traceback logged."""
+    client = world.client
+    body = '{"username":' * 600 + '"x"' + "}" * 600
+    with caplog.at_level("DEBUG"):
+        resp = await client.post("/api/v1/auth/login", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 422
+    assert (await resp.json())["code"] == "json_too_deep"
+    assert "Traceback" not in caplog.text
+    assert len(caplog.text) < 4096
