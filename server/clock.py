@@ -4,7 +4,27 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Annotated, Protocol
+
+from pydantic import AfterValidator, AwareDatetime
+
+#: The instants the API accepts from clients.  Wide enough for any real date
+#: (birth dates are not instants), narrow enough that converting one to UTC,
+#: adding a day or storing it can never overflow ``datetime``.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2999, 12, 31, tzinfo=UTC)
+
+
+def _in_utc(value: datetime) -> datetime:
+    # The range check comes first, on the aware value: converting year 1 at +14:00 (or 9999-12-31 at -12:00)
+    # to UTC is what used to overflow.  Comparing aware datetimes needs no conversion.
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"must be between {EARLIEST.date()} and {LATEST.date()}")
+    return value.astimezone(UTC)
+
+
+UtcInstant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A timezone-aware instant from a client, range-checked and converted to UTC (any offset accepted on the wire)."""
 
 
 class Clock(Protocol):

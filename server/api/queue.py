@@ -10,9 +10,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.api.routing import Api, Call, Page
+from server.clock import UtcInstant
 from server.errors import ValidationFailed
 from server.services.appointments import AppointmentView, BookingCreate, SlotCreate
 from server.services.queue import (
@@ -210,8 +211,8 @@ class AlertQuery(BaseModel):
 class ReportQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: AwareDatetime
-    until: AwareDatetime
+    since: UtcInstant
+    until: UtcInstant
     bucket: ReportBucket = "day"
 
     @model_validator(mode="after")
@@ -226,8 +227,8 @@ class ReportQuery(BaseModel):
 class SlotQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: UtcInstant | None = None
+    until: UtcInstant | None = None
 
 
 class AppointmentQuery(BaseModel):

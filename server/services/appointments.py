@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.clock import Clock
+from server.clock import Clock, UtcInstant
 from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.services import audit
 from server.services.cases import CaseService
@@ -47,8 +47,8 @@ STAFF_ROLES = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.CLERK, Role.COMMUNITY
 class SlotCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: UtcInstant
+    ends_at: UtcInstant
     capacity: int = Field(ge=1, le=100_000)
     window_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
 

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.clock import Clock
+from server.clock import Clock, UtcInstant
 from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.objectstore import ObjectNotFound, ObjectStore
 from server.reports.inspection import Lang, ReportData, ReportItem, ReportParticipant, ReportPhoto, render
@@ -78,7 +78,7 @@ class LocationIn(BaseModel):
     #: Metres (``GeolocationCoordinates.accuracy``).
     accuracy: float = Field(ge=0, le=100_000)
     #: The fix's own time (``GeolocationPosition.timestamp``), if the phone sends it.
-    at: AwareDatetime | None = None
+    at: UtcInstant | None = None
 
 
 class EvidenceMeta(BaseModel):
@@ -88,7 +88,7 @@ class EvidenceMeta(BaseModel):
 
     client_key: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")
     client_seq: int = Field(ge=0, le=2**31 - 1)
-    captured_at: AwareDatetime
+    captured_at: UtcInstant
     device: str = Field(min_length=1, max_length=200)
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)

@@ -32,10 +32,10 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.clock import Clock
+from server.clock import Clock, UtcInstant
 from server.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
 from server.services import audit
 from server.services.appointments import (
@@ -235,7 +235,7 @@ class TidalOpen(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: The window closes itself at this time, after finishing its current ticket.
-    until: AwareDatetime
+    until: UtcInstant
     #: Matters it serves; omitted: keep the window's (empty: all of the department's).
     matter_codes: list[str] | None = Field(default=None, max_length=500)
 

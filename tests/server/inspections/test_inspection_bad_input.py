@@ -101,3 +101,19 @@ async def test_offline_photos_arrive_late_and_out_of_order_but_are_listed_in_ord
     listed = (await (await clerk.get(f"/api/v1/inspections/{task['id']}/evidence")).json())["items"]
     assert [e["client_seq"] for e in listed] == [1, 2, 3]
     assert len({e["id"] for e in listed}) == 3
+
+
+async def test_instants_out_of_range_are_refused(as_user: Any, client: Any) -> None:
+    """BUG: year 1 at +14:00 or year 9999 at -12:00 overflowed on the conversion to UTC (500)."""
+    _, _, task, inspector = await start(as_user, client)
+    base = f"/api/v1/inspections/{task['id']}"
+    photo = jpeg((4, 5, 6))
+    for n, at in enumerate(("0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-12:00"), start=1):
+        body = {"lat": 1, "lon": 1, "accuracy": 1, "at": at}
+        assert await code(await inspector.post(f"{base}/locations", json=body)) == (422, "validation_error"), at
+        path = evidence_path(task, f"photo-far-{n}", n, captured_at=at)
+        resp = await inspector.post(path, data=form(photo, "p.jpg", "image/jpeg"))
+        assert await code(resp) == (422, "invalid_query"), at
+    async with client.app[SERVICES].db.read() as s:
+        assert (await s.execute(select(func.count()).select_from(InspectionEvidence))).scalar_one() == 0
+        assert (await s.execute(select(func.count()).select_from(InspectionLocation))).scalar_one() == 0

@@ -384,3 +384,40 @@ async def test_bad_input_is_refused_and_changes_nothing(client: Any, services: S
         elif await snapshot(services) != before:
             failures.append(f"{scenario.id}: refused, but rows changed")
     assert failures == []
+
+
+#: Instants whose conversion to UTC overflows ``datetime`` (year 1 east of UTC, year 9999 west of it), and one
+#: merely absurd.  BUG: each gave 500 (OverflowError) where the API converts or compares them.
+OVERFLOWING = ("0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-12:00", "0001-01-01T05:00:00-12:00")
+
+
+async def test_instants_out_of_range_are_refused(client: Any, services: Services, clock: FakeClock) -> None:
+    world = World(services, clock, client, {})
+    await world.reset()
+    dept = await department_id(services, "D01", "civil_affairs")
+    supervisor = await world.as_user("supervisor")
+    window = await window_id(services, "D01-MZ-1")
+    failures = []
+    for at in OVERFLOWING:
+        requests = {
+            "slot": supervisor.post(
+                f"/api/v1/departments/{dept}/slots",
+                json={"starts_at": at, "ends_at": "2026-12-01T10:00:00+08:00", "capacity": 1},
+            ),
+            "slot-end": supervisor.post(
+                f"/api/v1/departments/{dept}/slots",
+                json={"starts_at": "2026-12-01T10:00:00+08:00", "ends_at": at, "capacity": 1},
+            ),
+            "slots-since": supervisor.get(f"/api/v1/departments/{dept}/slots", params={"since": at}),
+            "report": supervisor.get("/api/v1/queue/report", params={"since": at, "until": "2026-12-01T00:00:00Z"}),
+            "report-until": supervisor.get(
+                "/api/v1/queue/report", params={"since": "2026-11-01T00:00:00Z", "until": at}
+            ),
+            "tidal": supervisor.post(f"/api/v1/windows/{window}/tidal", json={"until": at}),
+        }
+        for name, pending in requests.items():
+            resp = await pending
+            body = await resp.json()
+            if resp.status != 422 or body.get("code") not in ("validation_error", "invalid_query"):
+                failures.append(f"{name} {at}: {resp.status} {body}")
+    assert failures == []
