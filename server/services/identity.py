@@ -8,7 +8,9 @@ import re
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
-_PATTERN = re.compile(r"^\d{17}[\dX]$")
+#: ASCII only: ``\d`` (and ``int()``) also accept fullwidth and Arabic-Indic digits, which would make a "twin" of a
+#: real number with another keyed hash, sidestepping the one-ticket-per-matter and no-show rules.
+_PATTERN = re.compile(r"^[0-9]{17}[0-9X]$", re.ASCII)
 
 
 def normalise_id_number(value: str) -> str:
@@ -17,7 +19,7 @@ def normalise_id_number(value: str) -> str:
 
 def is_valid_id_number(value: str) -> bool:
     """18 characters, a plausible birth date and the ISO 7064 MOD 11-2 check digit."""
-    if not _PATTERN.match(value):
+    if not _PATTERN.fullmatch(value):  # fullmatch: ``$`` would also match before a final newline
         return False
     year, month, day = int(value[6:10]), int(value[10:12]), int(value[12:14])
     if not (1900 <= year <= 2100 and 1 <= month <= 12 and 1 <= day <= 31):

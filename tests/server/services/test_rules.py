@@ -25,6 +25,11 @@ from server.storage.models import CaseAuditEntry
         ("1101051949123100", False),  # too short
         ("11010519491231002x", False),  # lower-case x is normalised before, not here
         ("A1010519491231002X", False),
+        # BUG: \d and int() took these, making a twin of 11010519491231002X / 440524198001010013 with its own hash.
+        ("\uff11\uff11\uff10\uff11\uff10\uff1519491231002X", False),  # fullwidth digits
+        ("\u0664\u0664\u0660\u0665\u0662\u0664198001010013", False),  # Arabic-Indic digits
+        ("44052419800101001\u0663", False),  # an Arabic-Indic check digit
+        ("11010519491231002X\n", False),  # $ matches before a final newline
     ],
 )
 def test_id_number_checksum(value: str, ok: bool) -> None:
