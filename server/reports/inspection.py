@@ -12,6 +12,7 @@ verified when the report was made.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -25,7 +26,9 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Flowable, Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+log = logging.getLogger(__name__)
 
 Lang = Literal["zh", "en"]
 FONT = "STSong-Light"
@@ -109,6 +112,10 @@ _TEXT: dict[str, dict[Lang, str]] = {
     "note": {"zh": "说明", "en": "Note"},
     "evidence": {"zh": "证据", "en": "Evidence"},
     "photos": {"zh": "现场照片", "en": "Site photos"},
+    "unreadable": {
+        "zh": "（照片无法解码，未能显示；原文件及其校验值见下）",
+        "en": "(the photo cannot be decoded; the file and its checksum are listed below)",
+    },
     "photo": {"zh": "照片", "en": "Photo"},
     "captured": {"zh": "拍摄时间", "en": "Taken"},
     "received": {"zh": "接收时间", "en": "Received"},
@@ -210,7 +217,7 @@ def render(data: ReportData, lang: Lang = "zh", timezone: str = "Asia/Shanghai")
     if data.photos:
         story.append(para(t("photos"), h2))
     for photo in data.photos:
-        image = _image(photo.data)
+        image: Flowable = _image(photo.data) or para(t("unreadable"), small)
         caption = [
             [t("photo"), f"#{photo.evidence_id}" + (f" ({photo.item_code})" if photo.item_code else "")],
             [t("gps"), gps(photo.lat, photo.lon, photo.accuracy)],
@@ -239,9 +246,14 @@ def render(data: ReportData, lang: Lang = "zh", timezone: str = "Asia/Shanghai")
     return out.getvalue()
 
 
-def _image(data: bytes) -> Image:
-    with PILImage.open(io.BytesIO(data)) as original:
-        im = original.convert("RGB")
+def _image(data: bytes) -> Image | None:
+    """The photo scaled for the page; None if it does not decode (a bad photo must not cost the whole report)."""
+    try:
+        with PILImage.open(io.BytesIO(data)) as original:
+            im = original.convert("RGB")
+    except (OSError, SyntaxError, ValueError, EOFError, PILImage.DecompressionBombError):
+        log.warning("inspection report: a photo of %d bytes does not decode; listed without its picture", len(data))
+        return None
     im.thumbnail((PHOTO_MAX_PX, PHOTO_MAX_PX))
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=85)

@@ -26,6 +26,7 @@ from server.errors import Conflict, NotFound, PayloadTooLarge, UnsupportedMediaT
 from server.objectstore import ObjectStore, ObjectTooLarge, StoredObject
 from server.services import audit
 from server.services.cases import OPEN_STATES, CaseService
+from server.services.pictures import PICTURE_TYPES, verify_stored_picture
 from server.services.policy import Action
 from server.services.principal import Principal
 from server.storage.cases import CaseRepository
@@ -81,8 +82,9 @@ async def put_sniffed(
     """Store an upload whose type is sniffed from its first bytes (never trusted from the client).
 
     Returns ``(key, detected type, stored object)``; ``key_for(detected)`` names the object. Refused with
-    ``422 empty_file``, ``415 unsupported_type`` (the words ``wrong_type``) or ``413 file_too_large`` (``too_large``),
-    and then nothing is stored.
+    ``422 empty_file``, ``415 unsupported_type`` (the words ``wrong_type``), ``413 file_too_large`` (``too_large``)
+    or ``422 image_undecodable`` (a picture that does not decode: :mod:`server.services.pictures`), and then
+    nothing is stored.
     """
     head = b""
     async for chunk in body:
@@ -108,6 +110,12 @@ async def put_sniffed(
         stored = await store.put(key, stream(), content_type=detected, max_size=max_size)
     except ObjectTooLarge:
         raise PayloadTooLarge(too_large, code="file_too_large", details={"max_size": max_size}) from None
+    if detected in PICTURE_TYPES:
+        try:
+            await verify_stored_picture(store, key)
+        except BaseException:
+            await store.delete(key)
+            raise
     return key, detected, stored
 
 

@@ -368,6 +368,14 @@ UPLOADS = [
         sniffed("image/webp"),
         id="type-allowed-elsewhere-not-for-item",
     ),
+    pytest.param(
+        # BUG: the sniffer saw a JPEG; nothing decoded it, and a preview or report of it failed later.
+        upload_req(lambda: multipart(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, filename="a.jpg")),
+        422,
+        "image_undecodable",
+        None,
+        id="jpeg-magic-then-garbage",
+    ),
     pytest.param(upload_req(lambda: multipart(b"")), 422, "empty_file", None, id="empty-file"),
     pytest.param(
         upload_req(lambda: multipart(png_bytes(), name="document")), 400, "missing_file", None, id="no-part-named-file"

@@ -117,3 +117,42 @@ async def test_instants_out_of_range_are_refused(as_user: Any, client: Any) -> N
     async with client.app[SERVICES].db.read() as s:
         assert (await s.execute(select(func.count()).select_from(InspectionEvidence))).scalar_one() == 0
         assert (await s.execute(select(func.count()).select_from(InspectionLocation))).scalar_one() == 0
+
+
+def _broken_jpegs() -> dict[str, bytes]:
+    good = jpeg((200, 120, 40))
+    return {
+        "magic-then-garbage": good[:4] + bytes(range(256)) * 40,
+        "truncated": good[: len(good) // 3],
+    }
+
+
+async def test_undecodable_photo_is_refused_and_nothing_is_kept(as_user: Any, client: Any) -> None:
+    """BUG: a JPEG header followed by garbage was accepted as evidence; every later report on the task gave 500."""
+    _, clerk, task, inspector = await start(as_user, client)
+    store = client.app[SERVICES].store
+    for n, (name, data) in enumerate(_broken_jpegs().items(), start=1):
+        resp = await inspector.post(evidence_path(task, f"photo-{name}", n), data=form(data, "p.jpg", "image/jpeg"))
+        assert await code(resp) == (422, "image_undecodable"), name
+    async with client.app[SERVICES].db.read() as s:
+        assert (await s.execute(select(func.count()).select_from(InspectionEvidence))).scalar_one() == 0
+    assert [o async for o in store.list(f"cases/{task['case_id']}/inspections/")] == []
+    resp = await clerk.post(f"/api/v1/inspections/{task['id']}/report", json={"lang": "zh"})
+    assert resp.status == 201, await resp.text()
+
+
+async def test_report_survives_a_stored_photo_that_no_longer_decodes(as_user: Any, client: Any) -> None:
+    """A photo damaged in the store (or kept from before uploads were decoded) is listed without its picture."""
+    _, clerk, task, inspector = await start(as_user, client)
+    resp = await inspector.post(evidence_path(task, "photo-ok", 1), data=form(jpeg((9, 9, 9)), "p.jpg", "image/jpeg"))
+    assert resp.status == 201, await resp.text()
+    store = client.app[SERVICES].store
+    (stored,) = [o async for o in store.list(f"cases/{task['case_id']}/inspections/")]
+
+    async def garbage() -> Any:
+        yield _broken_jpegs()["magic-then-garbage"]
+
+    await store.put(stored.key, garbage(), content_type="image/jpeg")
+    for lang in ("zh", "en"):
+        resp = await clerk.post(f"/api/v1/inspections/{task['id']}/report", json={"lang": lang})
+        assert resp.status == 201, await resp.text()
