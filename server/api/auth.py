@@ -6,7 +6,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.routing import Api, Call, client_addr
-from server.services.auth import TokenPair
+from server.services.auth import RefreshReused, TokenPair
 from server.storage.orgs import OrgRepository
 
 api = Api()
@@ -82,8 +82,14 @@ async def login(call: Call) -> TokenOut:
     auth=False,
 )
 async def refresh(call: Call) -> TokenOut:
+    reused: RefreshReused | None = None
     async with call.services.db.transaction() as s:
-        pair = await call.services.auth.refresh(s, call.body.refresh_token)
+        try:
+            pair = await call.services.auth.refresh(s, call.body.refresh_token)
+        except RefreshReused as exc:  # the session's revocation is committed, then the refusal answered
+            reused = exc
+    if reused is not None:
+        raise reused
     return TokenOut.of(pair)
 
 

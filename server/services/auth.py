@@ -6,8 +6,14 @@ takes effect at once.  The check's answer is kept per session for at most
 :data:`SESSION_CACHE_TTL` seconds (:class:`SessionCache`), so a busy client
 does not cost three lookups a request: a logout or invite revocation in this
 process is honoured on the next request; one made by another server process,
-or an account disabled in the database, within that bound.  Refresh tokens are opaque, stored only as SHA-256,
-and rotate on every use: a refresh token works once.  Invite tokens are
+or an account disabled in the database, within that bound.  Refresh tokens
+rotate on every use: a refresh token works once.  Each is
+``<session id>.<generation>.<MAC>`` (HMAC-SHA256 under a key derived from the
+secret) and only its SHA-256 is stored, so the server can tell a token it
+issued earlier for a session from a forged one: presenting a rotated token
+again (a stolen copy used after, or before, its owner) revokes the whole
+session, as RFC 6819 section 5.2.2.3 recommends.  A session made from an
+invite stops refreshing when the invite is revoked.  Invite tokens are
 likewise random, stored hashed, single-use, expiring and revocable; a
 redeemed invite becomes a login session scoped to one case.
 """
@@ -15,6 +21,7 @@ redeemed invite becomes a login session scoped to one case.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import uuid
 from collections import OrderedDict, deque
@@ -58,6 +65,10 @@ def verify_password(stored: str | None, password: str) -> bool:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class RefreshReused(Unauthorized):
+    """A rotated refresh token came back; the session was revoked and that revocation must be committed."""
 
 
 @dataclass(frozen=True)
@@ -216,13 +227,29 @@ class AuthService:
         }
         return jwt.encode(payload, self.secret, algorithm=JWT_ALG)
 
+    def _refresh_token(self, session_id: str, generation: int) -> str:
+        key = hashlib.sha256(b"cloudwindow refresh token\0" + self.secret.encode()).digest()
+        mac = hmac.new(key, f"{session_id}\0{generation}".encode(), hashlib.sha256).hexdigest()
+        return f"{session_id}.{generation}.{mac}"
+
+    def _issued_refresh_token(self, token: str) -> tuple[str, int] | None:
+        """``(session id, generation)`` if this server made ``token`` (current or rotated away); None if forged."""
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit() or len(parts[1]) > 9:
+            return None
+        session_id, generation = parts[0], int(parts[1])
+        if not hmac.compare_digest(self._refresh_token(session_id, generation), token):
+            return None
+        return session_id, generation
+
     async def _open_session(
         self, s: AsyncSession, *, user_id: int | None, invite_id: int | None, client_addr: str | None
     ) -> TokenPair:
         now = self.clock.now()
-        refresh = secrets.token_urlsafe(32)
+        session_id = str(uuid.uuid4())
+        refresh = self._refresh_token(session_id, 0)
         row = AuthSession(
-            id=str(uuid.uuid4()),
+            id=session_id,
             user_id=user_id,
             invite_id=invite_id,
             refresh_hash=token_hash(refresh),
@@ -246,12 +273,33 @@ class AuthService:
         return await self._open_session(s, user_id=user.id, invite_id=None, client_addr=client_addr)
 
     async def refresh(self, s: AsyncSession, refresh_token: str) -> TokenPair:
+        """Rotate: the pair for the next generation.  A rotated token presented again revokes its session.
+
+        The caller commits even when this raises ``refresh_reused`` (the revocation must stick): see
+        ``server/api/auth.py``.
+        """
         repo = AuthSessionRepository(s)
-        row = await repo.by_refresh_hash(token_hash(refresh_token), for_update=True)
+        invalid = Unauthorized("refresh token is invalid, expired or already used", code="refresh_invalid")
+        issued = self._issued_refresh_token(refresh_token)
+        if issued is None:
+            raise invalid
+        session_id, generation = issued
+        row = await repo.get(session_id, for_update=True)
         now = self.clock.now()
         if row is None or row.revoked_at is not None or row.expires_at <= now:
-            raise Unauthorized("refresh token is invalid, expired or already used", code="refresh_invalid")
-        new_refresh = secrets.token_urlsafe(32)
+            raise invalid
+        if not hmac.compare_digest(row.refresh_hash, token_hash(refresh_token)):
+            # Ours, for this live session, but not its current token: it was rotated away, so two parties hold
+            # the session's tokens.  End the session for both (RFC 6819 section 5.2.2.3).
+            self.session_cache.forget_session(row.id)
+            row.revoked_at = now
+            await s.flush()
+            raise RefreshReused("refresh token was already used; the session has been ended", code="refresh_invalid")
+        if row.invite_id is not None:
+            invite = await InviteRepository(s).get(row.invite_id)
+            if invite is None or invite.revoked_at is not None:
+                raise invalid
+        new_refresh = self._refresh_token(row.id, generation + 1)
         row.refresh_hash = token_hash(new_refresh)
         await s.flush()
         remaining = int((row.expires_at - now).total_seconds())

@@ -47,8 +47,8 @@ class AuthSessionRepository:
         await self.s.flush()
         return row
 
-    async def get(self, session_id: str) -> AuthSession | None:
-        return await self.s.get(AuthSession, session_id)
+    async def get(self, session_id: str, *, for_update: bool = False) -> AuthSession | None:
+        return await self.s.get(AuthSession, session_id, with_for_update=for_update or None)
 
     async def with_user(self, session_id: str) -> tuple[AuthSession, User | None, str | None] | None:
         """The login session, its account and the account's unit path, in one statement (a request's auth check)."""

@@ -94,4 +94,24 @@ describe('api', () => {
     expect(err.code).toBe('token_invalid')
     expect(fetch).toHaveBeenCalledTimes(1)
   })
+
+  it('refreshes once for several requests refused together (a second use of the old token would end the session)', async () => {
+    setTokens('A1', 'R1')
+    let refreshes = 0
+    const fetch = vi.fn(async (url: string, init?: RequestInit) => {
+      if (url.endsWith('/auth/refresh')) {
+        refreshes += 1
+        expect(JSON.parse(String(init?.body)).refresh_token).toBe('R1')
+        await new Promise((r) => setTimeout(r, 10))
+        return json(200, { access_token: 'A2', refresh_token: 'R2' })
+      }
+      const auth = (init?.headers as Record<string, string>).Authorization
+      return auth === 'Bearer A2' ? json(200, { ok: url }) : json(401, { code: 'token_expired', message: 'expired' })
+    })
+    vi.stubGlobal('fetch', fetch)
+    const got = await Promise.all([api('GET', '/a'), api('GET', '/b'), api('GET', '/c')])
+    expect(got).toEqual([{ ok: '/api/v1/a' }, { ok: '/api/v1/b' }, { ok: '/api/v1/c' }])
+    expect(refreshes).toBe(1)
+    expect(token()).toBe('A2')
+  })
 })

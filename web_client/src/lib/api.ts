@@ -34,7 +34,18 @@ async function errorOf(resp: Response): Promise<ApiError> {
   }
 }
 
-async function refresh(): Promise<boolean> {
+/** One refresh at a time: the server ends the whole login session when a rotated refresh token comes back, so two
+ * requests refused together with token_expired must share one refresh, not each present the same token. */
+let refreshing: Promise<boolean> | null = null
+
+function refresh(): Promise<boolean> {
+  refreshing ??= rotate().finally(() => {
+    refreshing = null
+  })
+  return refreshing
+}
+
+async function rotate(): Promise<boolean> {
   const refreshToken = sessionStorage.getItem(REFRESH)
   if (!refreshToken) return false
   const resp = await fetch('/api/v1/auth/refresh', {
