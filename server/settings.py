@@ -11,6 +11,7 @@ need nothing installed: SQLite and a filesystem store under ``./data``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from contextvars import ContextVar
@@ -242,8 +243,17 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     #: Serve the built web client from this folder when it exists.
     web_client_dist: Path = Path("web_client/dist")
-    #: Trust X-Forwarded-For from a reverse proxy for client addresses.
+    #: The server is reached only through a reverse proxy that appends the client's address to X-Forwarded-For:
+    #: client addresses (audit, rate limits) are read from that header, from the right.
     trust_forwarded_for: bool = False
+    #: Further proxies in front of that one (CIDRs): their entries in X-Forwarded-For are skipped, from the right,
+    #: until the first address outside them, which is the client's.
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(n, strict=False)) for n in value]
 
     auth: AuthSettings = AuthSettings()
     object_store: ObjectStoreSettings = ObjectStoreSettings()

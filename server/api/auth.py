@@ -66,7 +66,7 @@ class MeOut(BaseModel):
 )
 async def login(call: Call) -> TokenOut:
     sv = call.services
-    addr = client_addr(call.request, sv.settings.trust_forwarded_for)
+    addr = client_addr(call.request, sv.settings.trust_forwarded_for, sv.settings.trusted_proxies)
     async with sv.db.transaction() as s:
         pair = await sv.auth.login(s, call.body.username, call.body.password, addr)
     return TokenOut.of(pair)

@@ -412,7 +412,7 @@ async def redeem_session_invite(call: Call) -> RedeemOut:
 
 async def _redeem(call: Call, *, case_id: int | None, session_id: int | None) -> RedeemOut:
     sv = call.services
-    addr = client_addr(call.request, sv.settings.trust_forwarded_for)
+    addr = client_addr(call.request, sv.settings.trust_forwarded_for, sv.settings.trusted_proxies)
     async with sv.db.transaction() as s:
         invite, pair = await sv.auth.redeem_invite(
             s, case_id=case_id, session_id=session_id, token=call.body.token, client_addr=addr

@@ -8,6 +8,8 @@ are generated from the same declarations, so they cannot drift apart.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -102,12 +104,34 @@ class Endpoint:
     errors: tuple[int, ...] = field(default_factory=tuple)
 
 
-def client_addr(request: web.Request, trust_forwarded: bool) -> str | None:
-    if trust_forwarded:
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
-    return request.remote
+@functools.lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def client_addr(request: web.Request, trust_forwarded: bool, trusted_proxies: Sequence[str] = ()) -> str | None:
+    """The client's address: the peer's, or behind trusted proxies, read from X-Forwarded-For from the right.
+
+    Each proxy *appends* the address it received the request from, so only the entries on the right were
+    written by proxies we run; anything to their left was sent by the client and proves nothing (taking the
+    first entry let a client choose its own address, past the login limiter and into the audit).  The
+    rightmost entry is what our proxy saw; entries inside ``trusted_proxies`` are further proxies of ours and
+    are skipped.  A malformed entry stops the walk at the last address a trusted proxy vouched for.
+    """
+    addr = request.remote
+    if not trust_forwarded:
+        return addr
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ()) for h in v.split(",")]
+    proxies = _networks(tuple(trusted_proxies))
+    for hop in reversed([h for h in hops if h]):
+        try:
+            ip = ipaddress.ip_address(hop)
+        except ValueError:
+            break
+        addr = str(ip)
+        if not any(ip in n for n in proxies):
+            break
+    return addr[:64] if addr else addr
 
 
 def validation_details(exc: ValidationError) -> dict[str, Any]:
@@ -208,7 +232,7 @@ class Api:
                 scheme, _, token = header.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise Unauthorized("log in first (Authorization: Bearer <token>)", code="auth_required")
-                addr = client_addr(request, services.settings.trust_forwarded_for)
+                addr = client_addr(request, services.settings.trust_forwarded_for, services.settings.trusted_proxies)
                 principal = services.auth.authenticate_cached(token.strip(), addr)
                 if principal is None:
                     async with services.db.read() as s:
