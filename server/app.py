@@ -25,6 +25,7 @@ from server.api import orgs as orgs_api
 from server.api import queue as queue_api
 from server.api import recordings as recordings_api
 from server.api import sessions as sessions_api
+from server.api.headers import secure_headers
 from server.api.health import health_routes
 from server.api.routing import PRINCIPAL, REQUEST_ID, Api, validation_details
 from server.clock import Clock, SystemClock
@@ -148,6 +149,7 @@ def build_services(
             empty_session_timeout=sig.empty_session_timeout,
             chat_max_messages=sig.chat_max_messages,
             chat_window=sig.chat_window,
+            allowed_origins=list(sig.allowed_origins),
             ice_servers=[
                 IceServerConfig(
                     urls=i.urls, auth_secret=i.auth_secret, username=i.username, credential=i.credential, ttl=i.ttl
@@ -245,7 +247,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code, message = _HTTP_CODES.get(exc.status, (f"http_{exc.status}", exc.reason))
-        return _error_response(exc.status, code, message)
+        response = _error_response(exc.status, code, message)
+        if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110 section 15.5.6: a 405 must name what is allowed
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
     except Exception:
         log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID)})
         return _error_response(500, "internal_error", "internal error", {"request_id": request.get(REQUEST_ID)})
@@ -309,6 +314,7 @@ def create_app(
         client_max_size=1024 * 1024,
     )
     app[SERVICES] = services
+    app.on_response_prepare.append(secure_headers)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes(SERVICES))
     app.add_routes(health_routes(SERVICES, openapi_document()))

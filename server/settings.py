@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from contextvars import ContextVar
 from pathlib import Path
@@ -153,6 +154,16 @@ class SignallingSettings(BaseModel):
     chat_max_messages: int = Field(default=5, ge=1)
     chat_window: float = Field(default=5.0, gt=0)
     ice_servers: list[IceServerSettings] = Field(default_factory=list)
+    #: Origins whose pages may open a Socket.IO connection; empty: only the server's own origin.
+    allowed_origins: list[str] = Field(default_factory=list, max_length=32)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+                raise ValueError(f"not an origin (scheme://host[:port], no path): {origin!r}")
+        return value
 
 
 class AppointmentSettings(BaseModel):

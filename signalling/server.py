@@ -41,6 +41,10 @@ class SignallingConfig:
     chat_max_messages: int = 5
     chat_window: float = 5.0
     ice_servers: list[IceServerConfig] = field(default_factory=list)
+    #: Origins (``scheme://host[:port]``) whose pages may connect.  Empty: only the page's own origin (the Host
+    #: the request came to), so another site's page cannot open a socket with a user's token (RFC 6455 section
+    #: 10.2).  A connection without an Origin header (not a browser) is not affected.
+    allowed_origins: list[str] = field(default_factory=list)
 
 
 def ok(**result: Any) -> Ack:
@@ -74,7 +78,8 @@ class SignallingServer:
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             client_manager=client_manager,
-            cors_allowed_origins=[],
+            # None: engine.io compares Origin with the request's own scheme://Host; [] would turn the check off.
+            cors_allowed_origins=list(config.allowed_origins) or None,
             max_http_buffer_size=256 * 1024,
             logger=False,
             engineio_logger=False,
