@@ -30,6 +30,7 @@ from server.api.health import health_routes
 from server.api.routing import PRINCIPAL, REQUEST_ID, Api, validation_details
 from server.clock import Clock, SystemClock
 from server.errors import ApiError
+from server.logconfig import quiet_malformed_requests
 from server.metrics import Metrics
 from server.objectstore import (
     FilesystemObjectStore,
@@ -309,6 +310,7 @@ def create_app(
     settings: Settings, *, clock: Clock | None = None, queue_settings: QueueSettings | None = None
 ) -> web.Application:
     services = build_services(settings, clock, queue_settings)
+    quiet_malformed_requests()
     app = web.Application(
         middlewares=[_request_middleware(services), error_middleware],
         client_max_size=1024 * 1024,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +100,27 @@ async def test_socketio_allowed_origins_are_configurable(
     web = await aiohttp_client(create_app(settings.model_copy(update={"signalling": sig}), clock=clock))
     assert (await web.get(POLL, headers={"Origin": "https://portal.example.gov.cn"})).status == 200
     assert (await web.get(POLL, headers={"Origin": "https://evil.example"})).status == 400
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",  # NUL in a header value
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-B: " + b"y" * 70_000 + b"\r\n\r\n",  # an over-long header line
+    ],
+    ids=["nul-in-header", "header-too-long"],
+)
+async def test_malformed_request_is_one_info_line(client: Any, caplog: pytest.LogCaptureFixture, raw: bytes) -> None:
+    """BUG: aiohttp logged a malformed header as an ERROR with a traceback (anyone could fill the log with them)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        writer.write(raw)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.read(64), 10)
+        writer.close()
+        await asyncio.sleep(0.05)
+    assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n")[0]
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records and all(r.levelno == logging.INFO and not r.exc_info for r in records), records
+    assert "Traceback" not in caplog.text
+    assert "malformed HTTP request from 127.0.0.1 refused (400)" in caplog.text
