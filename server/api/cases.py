@@ -9,12 +9,12 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.routing import Api, Call, Page, client_addr
-from server.errors import Conflict, NotFound, ValidationFailed
+from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.services import audit
 from server.services.cases import CaseCreate, CaseUpdate, CaseView, Transition
 from server.services.documents import missing_required
 from server.services.identity import mask_id_number
-from server.services.policy import Action, may
+from server.services.policy import Action, may, may_inspect
 from server.services.principal import Role
 from server.storage.cases import CaseRepository
 from server.storage.experts import ExpertRepository
@@ -310,9 +310,13 @@ async def create_invite(call: Call) -> InviteOut:
     sv, case_id = call.services, call.path_int("case_id")
     body = call.body
     async with sv.db.transaction() as s:
-        await sv.cases.load(s, call.me, case_id, Action.WRITE)
+        view = await sv.cases.load(s, call.me, case_id, Action.WRITE)
         if body.role not in (Role.EXPERT, Role.INSPECTOR, Role.GUEST):
             raise ValidationFailed("invites are for experts, inspectors and guests", code="invalid_invite_role")
+        if body.role is Role.INSPECTOR and not may_inspect(call.me, view.scope):
+            # An inspector's photos and fixes are signed by the server as evidence: only the inspecting side
+            # (the case's department) names who reports from the site, never the applicant's own service point.
+            raise Forbidden("only the inspecting department invites an inspector", code="inspector_invite_forbidden")
         display_name, invitee = body.display_name, body.invitee_user_id
         if body.expert_id is not None:
             expert = await ExpertRepository(s).get(body.expert_id)

@@ -156,3 +156,16 @@ async def test_report_survives_a_stored_photo_that_no_longer_decodes(as_user: An
     for lang in ("zh", "en"):
         resp = await clerk.post(f"/api/v1/inspections/{task['id']}/report", json={"lang": lang})
         assert resp.status == 201, await resp.text()
+
+
+async def test_service_point_staff_cannot_make_their_own_inspector(as_user: Any, client: Any) -> None:
+    """BUG: staff invited an 'inspector' on their own case, redeemed it and uploaded server-signed evidence."""
+    staff, _, task, _ = await start(as_user, client)
+    resp = await staff.post(
+        f"/api/v1/cases/{task['case_id']}/invites",
+        json={"role": "inspector", "display_name": "自称踏勘员", "session_id": task["session_id"]},
+    )
+    assert await code(resp) == (403, "inspector_invite_forbidden")
+    # A guest (a relative joining the call) is still theirs to invite.
+    resp = await staff.post(f"/api/v1/cases/{task['case_id']}/invites", json={"role": "guest", "display_name": "家属"})
+    assert resp.status == 201, await resp.text()
