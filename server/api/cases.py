@@ -13,7 +13,7 @@ from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.services import audit
 from server.services.cases import CaseCreate, CaseUpdate, CaseView, Transition
 from server.services.documents import missing_required
-from server.services.identity import mask_id_number
+from server.services.identity import mask_id_number, mask_phone
 from server.services.policy import Action, may, may_inspect
 from server.services.principal import Role
 from server.storage.cases import CaseRepository
@@ -69,6 +69,7 @@ class ChecklistEntry(BaseModel):
 class CaseDetailOut(CaseOut):
     #: Unmasked only for those who may change the case (staff of the point, the clerk, admin).
     applicant_id_number: str | None
+    #: Masked (``138****8000``) for an invited expert, inspector or guest.
     applicant_phone: str
     reject_reason: str | None
     allowed_transitions: list[str]
@@ -177,7 +178,8 @@ async def _detail(call: Call, view: CaseView) -> CaseDetailOut:
     return CaseDetailOut(
         **case_out(view, sv.clock.now()),
         applicant_id_number=c.applicant_id_number if writer else None,
-        applicant_phone=c.applicant_phone,
+        # An invited expert, inspector or guest needs to know who, not how to reach them.
+        applicant_phone=mask_phone(c.applicant_phone) if call.me.invite_id is not None else c.applicant_phone,
         reject_reason=c.reject_reason,
         allowed_transitions=sv.cases.allowed_moves(c.state) if may(call.me, Action.TRANSITION, view.scope) else [],
         checklist=[ChecklistEntry.model_validate(i) for i in checklist],
@@ -274,6 +276,7 @@ async def transition_case(call: Call) -> CaseDetailOut:
     summary="The case's audit trail, verified",
     tags=["cases"],
     response=AuditOut,
+    invitees=False,
 )
 async def case_audit(call: Call) -> AuditOut:
     sv, case_id = call.services, call.path_int("case_id")

@@ -15,7 +15,7 @@ from server.storage.orgs import OrgRepository
 from server.storage.queue import WindowRepository
 from server.storage.users import UserRepository
 
-api = Api()
+api = Api(invitees=False)
 
 
 class UnitOut(BaseModel):

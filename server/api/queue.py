@@ -31,7 +31,7 @@ from server.services.queue import (
 )
 from server.storage.models import Alert, AppointmentSlot, QueuePolicy, Ticket
 
-api = Api()
+api = Api(invitees=False)
 
 TICKET_STATES = ("waiting", "called", "serving", "done", "no_show", "transferred", "cancelled")
 

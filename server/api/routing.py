@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from server.errors import ApiError, BadRequest, Unauthorized, UnsupportedMediaType, ValidationFailed
+from server.errors import ApiError, BadRequest, Forbidden, Unauthorized, UnsupportedMediaType, ValidationFailed
 from server.services.principal import Principal
 from server.structured_input import StructureRefused, check_structure
 
@@ -102,6 +102,8 @@ class Endpoint:
     raw_body: dict[str, Any] | None = None
     raw_response: dict[str, Any] | None = None
     errors: tuple[int, ...] = field(default_factory=tuple)
+    #: Whether a session made from an invite (expert, inspector, guest) may call it at all.
+    invitees: bool = True
 
 
 @functools.lru_cache(maxsize=8)
@@ -178,8 +180,16 @@ async def read_json(request: web.Request) -> Any:
 
 
 class Api:
-    def __init__(self) -> None:
+    """A module's endpoints.
+
+    ``invitees=False``: none of them is open to a session made from an invite (an expert, an inspector or a
+    guest sees only what its one case needs: the org tree, windows, queues, users and audit trails are staff
+    matters); a single route may say otherwise with its own ``invitees``.
+    """
+
+    def __init__(self, *, invitees: bool = True) -> None:
         self.endpoints: list[Endpoint] = []
+        self.invitees = invitees
 
     def route(
         self,
@@ -195,6 +205,7 @@ class Api:
         auth: bool = True,
         raw_body: dict[str, Any] | None = None,
         raw_response: dict[str, Any] | None = None,
+        invitees: bool | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -211,6 +222,7 @@ class Api:
                     auth,
                     raw_body,
                     raw_response,
+                    invitees=self.invitees if invitees is None else invitees,
                 )
             )
             return handler
@@ -238,6 +250,8 @@ class Api:
                     async with services.db.read() as s:
                         principal = await services.auth.authenticate(s, token.strip(), addr)
                 request[PRINCIPAL] = principal
+                if principal.invite_id is not None and not e.invitees:
+                    raise Forbidden("not open to invited participants", code="forbidden")
             query = None
             if e.query is not None:
                 if any("\x00" in k or "\x00" in v for k, v in request.query.items()):

@@ -35,6 +35,14 @@ def mask_id_number(value: str) -> str:
     return value[:6] + "*" * (len(value) - 10) + value[-4:]
 
 
+def mask_phone(value: str) -> str:
+    """``138****8000``: the digits' shape for a guest who must recognise the call, not the number."""
+    digits = [c for c in value if c.isdigit()]
+    if len(digits) < 7:
+        return "*" * len(value)
+    return "".join(digits[:3]) + "*" * (len(digits) - 7) + "".join(digits[-4:])
+
+
 def id_number_hash(secret: str, value: str) -> str:
     """Keyed hash for real-name lookups without storing the number in another index."""
     return hmac.new(secret.encode(), b"id-number\0" + value.encode(), hashlib.sha256).hexdigest()

@@ -117,3 +117,22 @@ async def test_a_rotated_refresh_token_used_again_ends_the_whole_session(client:
     # Another login session of the same user is untouched.
     other = await login(client, "staff")
     assert (await other.get("/api/v1/me")).status == 200
+
+
+async def test_invited_participants_see_what_their_case_needs_only(as_user: Any, client: Any) -> None:
+    """BUG: a guest read the audit trail (with staff client addresses), the applicant's phone, the org tree and
+    the window list."""
+    staff, clerk = await as_user("staff"), await as_user("clerk_t1")
+    cid = (await open_case(staff))["id"]
+    resp = await clerk.post(f"/api/v1/cases/{cid}/invites", json={"role": "guest", "display_name": "家属"})
+    token = (await resp.json())["token"]
+    tokens = await (await client.post(f"/api/v1/cases/{cid}/invites/redeem", json={"token": token})).json()
+    guest = Session(client, tokens["access_token"], tokens["refresh_token"])
+
+    detail = await (await guest.get(f"/api/v1/cases/{cid}")).json()
+    assert detail["applicant_phone"] == "138****8000" and detail["applicant_id_number"] is None
+    assert (await (await staff.get(f"/api/v1/cases/{cid}")).json())["applicant_phone"] == "13800138000"
+    for path in (f"/api/v1/cases/{cid}/audit", "/api/v1/org", "/api/v1/tickets", "/api/v1/alerts"):
+        resp = await guest.get(path)
+        assert resp.status == 403 and (await resp.json())["code"] == "forbidden", path
+    assert (await staff.get(f"/api/v1/cases/{cid}/audit")).status == 200

@@ -39,7 +39,7 @@ materials (so the checklist is complete):
 
 The operations of each row:
 
-* case read: ``GET /cases/{id}`` and ``GET /cases/{id}/audit``;
+* case read: ``GET /cases/{id}`` and ``GET /cases/{id}/audit`` (the audit is 403 for an invitee even on its own case);
 * case write: ``PATCH /cases/{id}`` (a draft) and ``POST /cases/{id}/invites``;
 * case transition: clerk ``submitted → accepted`` (on a submitted case);
   everyone else the staff move ``draft → cancelled``;
@@ -441,9 +441,11 @@ async def perform(actor: Session, row: Row, cid: int, doc_id: int, rec_id: int) 
     if action == "transition":
         return [await call(actor, "transition", 200, "POST", f"{base}/transitions", json=move_for(role, obj).body)]
     if (obj, action) == ("case", "read"):
+        # The audit trail (with staff client addresses) is a staff matter: an invitee reading its case gets 403.
+        audit_status = 403 if role == "guest" else 200  # the guest's session is an invite's
         return [
             await call(actor, "get case", 200, "GET", base),
-            await call(actor, "audit", 200, "GET", f"{base}/audit"),
+            await call(actor, "audit", audit_status, "GET", f"{base}/audit"),
         ]
     if (obj, action) == ("case", "write"):
         return [
@@ -487,7 +489,11 @@ async def check_allowed(
         mover = EXPECTED[(role, relation, "case", "transition")]
         assert detail["applicant_id_number"] == (ID_NUMBER if writer else None)
         assert (detail["allowed_transitions"] != []) is mover
-        assert replies[1].json()["verified"] is True
+        if replies[1].status == 200:
+            assert replies[1].json()["verified"] is True
+        else:  # an invitee: need to know, so no audit trail and a masked phone
+            assert replies[1].json()["code"] == "forbidden"
+            assert "*" in detail["applicant_phone"]
         assert after == before
     elif (obj, action) == ("case", "write"):
         assert after["case"]["applicant_phone"] == NEW_PHONE
@@ -517,6 +523,9 @@ def check_denied(row: Row, replies: list[Reply], before: dict[str, Any], after: 
     else:
         status, code = 404, "case_not_found"
     for r in replies:
+        if r.label == "audit" and role == "guest":  # staff-only for an invitee whatever the case: tells nothing
+            assert (r.status, r.json()["code"]) == (403, "forbidden"), f"denied: expected 403, got {r}"
+            continue
         assert r.status == status, f"denied: expected {status}, got {r}"
         body = r.json()
         assert isinstance(body, dict) and body.get("code") == code, f"denied: expected code {code!r}, got {r}"
