@@ -80,10 +80,18 @@ __all__ = [
     "screen_sdp",
 ]
 
-DEFAULT_ALLOWED_NETWORKS: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
-"""Private ranges (RFC 1918, RFC 4193).  Loopback and public ranges are *not*
-allowed unless configured: a client naming ``127.0.0.1`` would make the
-server probe its own local UDP services."""
+DEFAULT_ALLOWED_NETWORKS: tuple[str, ...] = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+)
+"""Private ranges (RFC 1918), shared address space (RFC 6598, used inside
+e-government extranets and by carriers' private APNs) and unique local IPv6
+(RFC 4193): the same default as ``media.allowed_cidrs``.  Loopback,
+link-local and public ranges are *not* allowed unless configured: a client
+naming ``127.0.0.1`` would make the server probe its own local UDP services."""
 
 CandidateKey = tuple[str, str, int, int]
 """(transport, address, port, component): one remote transport address."""

@@ -12,6 +12,7 @@ import aioice.ice
 import pytest
 from aiortc import RTCIceServer
 
+from server.settings import MediaSettings
 from signalling.sfu import (
     IceServer,
     MediaNetworkConfig,
@@ -58,11 +59,12 @@ def code_of(excinfo: pytest.ExceptionInfo[MediaPolicyError]) -> str:
 
 def test_defaults_never_use_public_stun_and_allow_private_ranges_only() -> None:
     config = MediaNetworkConfig()
+    assert list(config.allowed_networks) == MediaSettings().allowed_cidrs  # the library and the app agree
     assert config.rtc_configuration().iceServers == []  # aiortc would fall back to stun.l.google.com on None
     assert config.max_remote_candidates == 20 and config.max_sdp_bytes == 64 * 1024 and not config.allow_mdns
-    check_candidate("candidate:1 1 udp 1 10.1.2.3 5000 typ host", config)
-    check_candidate("candidate:1 1 udp 1 192.168.3.4 5000 typ host", config)
-    for address in ("127.0.0.1", "8.8.8.8", "169.254.1.1", "100.64.0.1"):
+    for address in ("10.1.2.3", "172.31.0.1", "192.168.3.4", "100.64.0.1", "100.127.255.254", "fd00::1"):
+        check_candidate(f"candidate:1 1 udp 1 {address} 5000 typ host", config)
+    for address in ("127.0.0.1", "::1", "8.8.8.8", "169.254.1.1", "100.128.0.1", "fe80::1", "2001:db8::1"):
         with pytest.raises(MediaPolicyError) as excinfo:
             check_candidate(f"candidate:1 1 udp 1 {address} 5000 typ host", config)
         assert code_of(excinfo) == "candidate_not_allowed"
