@@ -5,6 +5,8 @@
 //      connects on the veth addresses;
 //  (b) iceTransportPolicy 'relay': the call connects through coturn with the server's REST credentials;
 //  (c) a policy no candidate satisfies: the call screen says why, in Chinese, and the client does not rejoin.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { chromium, expect, test, type Browser, type Page } from '@playwright/test'
 import { login, rest } from './helpers'
 import { BROWSER_IP, BROWSER_IP6, SERVER_IP, Topology, type Started } from './netns'
@@ -117,6 +119,9 @@ test('(a) a call connects on the allowed network while the browser also offers l
   expect(pair.local).toEqual({ address: BROWSER_IP, type: 'host' })
   expect(pair.remote).toEqual({ address: SERVER_IP, type: 'host' })
   expect(await dropped(page)).toBeGreaterThanOrEqual(2)
+  // Logged once for the peer connection, however many candidates were dropped.
+  const log = readFileSync(join(open.data, 'server.log'), 'utf8')
+  expect(log.split('outside the media policy are dropped').length - 1).toBe(1)
   await expect(page.locator('[data-test=media-error]')).toHaveCount(0)
   await page.context().close()
 })
