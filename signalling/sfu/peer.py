@@ -84,6 +84,9 @@ logger = logging.getLogger(__name__)
 
 TrackLabel = Literal["audio", "camera", "screen"]
 LABEL_KIND: Mapping[str, str] = {"audio": "audio", "camera": "video", "screen": "video"}
+_DROPPED_REMEMBERED = 256
+"""Dropped candidates remembered per peer, so repeats (BUNDLE, renegotiation) are counted once; past it every
+drop is counted."""
 PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,48}$")
 """Participant ids become part of ``a=msid`` stream ids (RFC 8830 token, at most 64 characters)."""
 
@@ -635,7 +638,8 @@ class MediaPeer:
                 key[2],
                 reason,
             )
-        self._dropped.update(fresh)
+        if len(self._dropped) < _DROPPED_REMEMBERED:  # a client trickling junk must not grow this without bound
+            self._dropped.update(fresh)
         for reason in fresh.values():
             self._config.dropped.add(reason)
 
