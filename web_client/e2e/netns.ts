@@ -1,6 +1,6 @@
 // A two-namespace network for the ICE tests (e2e/network.spec.ts): a "server" namespace and a "browser" namespace of
-// this run only, joined by a veth pair with a private IPv4 on each end; the browser end also has a documentation-prefix
-// global IPv6 (2001:db8::/32) and both keep their loopback.  Nothing else exists in them, so no packet can leave.
+// this run only, joined by a veth pair with a private IPv4 and a documentation-prefix global IPv6 (2001:db8::/32) on
+// each end; both keep their loopback.  Nothing else exists in them, so no packet can leave.
 // Servers (CloudWindow, coturn) are started in the server namespace and Chromium in the browser namespace; teardown
 // kills what was started, every process left in the two namespaces, and the namespaces (the veth goes with them).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
@@ -17,6 +17,7 @@ const BIN = join(ROOT, '.venv', 'bin')
 export const SERVER_IP = '10.77.0.1'
 export const BROWSER_IP = '10.77.0.2'
 export const BROWSER_IP6 = '2001:db8:77::2'
+export const SERVER_IP6 = '2001:db8:77::1'
 
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { stdio: 'pipe' }).toString()
@@ -52,6 +53,7 @@ export class Topology {
     ip('-n', s, 'addr', 'add', `${SERVER_IP}/24`, 'dev', vs)
     ip('-n', b, 'addr', 'add', `${BROWSER_IP}/24`, 'dev', vb)
     ip('-n', b, '-6', 'addr', 'add', `${BROWSER_IP6}/64`, 'dev', vb, 'nodad')
+    ip('-n', s, '-6', 'addr', 'add', `${SERVER_IP6}/64`, 'dev', vs, 'nodad')
     ip('-n', s, 'link', 'set', vs, 'up')
     ip('-n', b, 'link', 'set', vb, 'up')
     writeFileSync(this.wrapper, `#!/bin/sh\nexec ip netns exec ${b} ${CHROMIUM} "$@"\n`)

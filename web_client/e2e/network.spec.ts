@@ -1,15 +1,16 @@
 // ICE on a real network (issue 17): Chromium in one network namespace, the CloudWindow server (and coturn) in another,
-// joined by a veth pair (10.77.0.0/24); the browser also has 2001:db8:77::2 and 127.0.0.1, which it offers as
-// candidates too (--allow-loopback-in-peer-connection, mDNS off).  See e2e/netns.ts.
+// joined by a veth pair (10.77.0.0/24, 2001:db8:77::/64); the browser also offers 2001:db8:77::2 and 127.0.0.1 as
+// candidates (--allow-loopback-in-peer-connection, mDNS off).  See e2e/netns.ts.
 //  (a) default-style policy (private IPv4 only): the 127.0.0.1 and 2001:db8 candidates are dropped, the call
 //      connects on the veth addresses;
 //  (b) iceTransportPolicy 'relay': the call connects through coturn with the server's REST credentials;
-//  (c) a policy no candidate satisfies: the call screen says why, in Chinese, and the client does not rejoin.
+//  (c) a policy no candidate satisfies: the call screen says why, in Chinese, and the client does not rejoin;
+//  (d) IPv6 end to end: a server gathering on 2001:db8:77::1 and allowing only 2001:db8:77::/64 connects on IPv6.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { chromium, expect, test, type Browser, type Page } from '@playwright/test'
 import { login, rest } from './helpers'
-import { BROWSER_IP, BROWSER_IP6, SERVER_IP, Topology, type Started } from './netns'
+import { BROWSER_IP, BROWSER_IP6, SERVER_IP, SERVER_IP6, Topology, type Started } from './netns'
 import { PORT } from './env'
 
 const PRIVATE_V4 = JSON.stringify(['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'])
@@ -20,10 +21,11 @@ const topo = new Topology()
 let browser: Browser
 let open: Started // default-style policy, coturn configured
 let closed: Started // a policy none of the browser's candidates is in
+let v6: Started // media on IPv6 only
 const onExit = () => topo.destroySync()
 
 test.beforeAll(async () => {
-  test.setTimeout(120_000)
+  test.setTimeout(180_000)
   process.once('exit', onExit)
   topo.create()
   await topo.coturn(TURN_PORT, TURN_SECRET)
@@ -32,6 +34,10 @@ test.beforeAll(async () => {
     CLOUDWINDOW_SIGNALLING__ICE_SERVERS: JSON.stringify([{ urls: [`turn:${SERVER_IP}:${TURN_PORT}?transport=udp`], auth_secret: TURN_SECRET }]),
   })
   closed = await topo.server(PORT + 2, { CLOUDWINDOW_MEDIA__ALLOWED_CIDRS: JSON.stringify(['192.168.0.0/16']) })
+  v6 = await topo.server(PORT + 3, {
+    CLOUDWINDOW_MEDIA__HOST_ADDRESSES: JSON.stringify([SERVER_IP6]),
+    CLOUDWINDOW_MEDIA__ALLOWED_CIDRS: JSON.stringify(['2001:db8:77::/64']),
+  })
   browser = await chromium.launch({
     executablePath: topo.wrapper,
     headless: true,
@@ -43,7 +49,7 @@ test.beforeAll(async () => {
       '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection',
       '--disable-features=WebRtcHideLocalIpsWithMdns',
-      `--unsafely-treat-insecure-origin-as-secure=${open.url},${closed.url}`,
+      `--unsafely-treat-insecure-origin-as-secure=${open.url},${closed.url},${v6.url}`,
     ],
   })
 })
@@ -148,5 +154,14 @@ test('(c) with no allowed candidate the call screen says why in Chinese and does
   expect(await state()).toEqual({ pc: true, mediaError: 'no_allowed_candidate', reconnecting: false })
   await page.waitForTimeout(1500) // a rejoin would make a new peer connection within this
   expect(await state()).toEqual({ pc: true, mediaError: 'no_allowed_candidate', reconnecting: false })
+  await page.context().close()
+})
+
+test('(d) IPv6 end to end: the SFU gathers on an IPv6 address and the call connects over IPv6', async () => {
+  const page = await call(v6)
+  const pair = await connected(page)
+  expect(pair.offered).toEqual(expect.arrayContaining([BROWSER_IP, BROWSER_IP6]))
+  expect(pair.local).toEqual({ address: BROWSER_IP6, type: 'host' })
+  expect(pair.remote).toEqual({ address: SERVER_IP6, type: 'host' })
   await page.context().close()
 })
