@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from signalling.metrics import PeerFigures, SessionFigures, media_snapshot
+from signalling.metrics import PeerFigures, SessionFigures, dropped_candidates, media_snapshot
 
 if TYPE_CHECKING:
     from signalling.server import SignallingServer
@@ -76,6 +76,7 @@ class Metrics:
         reset).  A failure is logged and leaves the previous figures.
         """
         async with self._media_lock:
+            self.media.dropped = dropped_candidates(signalling)
             try:
                 snapshot = await media_snapshot(signalling)
             except Exception:
@@ -127,6 +128,8 @@ class MediaCollector:
     def __init__(self) -> None:
         self._sessions: list[SessionFigures] = []
         self._bytes: dict[int, _ByteTotals] = {}
+        #: Remote ICE candidates dropped by the media policy, by reason (monotonic; set on each refresh).
+        self.dropped: dict[str, int] = {}
 
     def update(self, sessions: list[SessionFigures]) -> None:
         """Take a new snapshot; sessions absent from it are forgotten (their labels go)."""
@@ -189,3 +192,12 @@ class MediaCollector:
             if s.rtt is not None:
                 rtt.add_metric([sid], s.rtt)
         yield from (participants, tracks, transferred, lost, rtt)
+        dropped = CounterMetricFamily(
+            "cloudwindow_ice_candidates_dropped",
+            "Remote ICE candidates dropped by the media policy: address (outside media.allowed_cidrs), "
+            "mdns (.local name, media.allow_mdns off), hostname",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped

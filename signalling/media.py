@@ -92,7 +92,10 @@ class _RoomPump:
         elif isinstance(event, PeerStateChanged):
             p = live.participants.get(event.participant_id)
             if p is not None and event.state in ("failed", "closed"):
-                await self.emit("media.state", {"state": event.state}, p.sid)
+                state: dict[str, Any] = {"state": event.state}
+                if event.reason is not None:
+                    state["reason"] = event.reason
+                await self.emit("media.state", state, p.sid)
 
     async def stop(self) -> None:
         self.task.cancel()

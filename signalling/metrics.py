@@ -37,7 +37,7 @@ from signalling.sfu.peer import LABEL_KIND, PeerStats
 if TYPE_CHECKING:
     from signalling.server import SignallingServer
 
-__all__ = ["PeerFigures", "SessionFigures", "media_snapshot", "peer_figures"]
+__all__ = ["PeerFigures", "SessionFigures", "dropped_candidates", "media_snapshot", "peer_figures"]
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +130,11 @@ async def media_snapshot(server: SignallingServer) -> list[SessionFigures]:
             continue  # ended (or replaced) while the stats were read: it must not reappear
         figures.append(SessionFigures(session_id, len(live.participants), dict(tracks), media_peers, peers))
     return figures
+
+
+def dropped_candidates(server: SignallingServer) -> dict[str, int]:
+    """Remote ICE candidates the media policy dropped on this process, by reason (``address``, ``mdns``,
+    ``hostname``: :data:`signalling.sfu.network.DropReason`); empty without a media plane."""
+    if server.media is None:
+        return {}
+    return {str(reason): count for reason, count in server.media.config.dropped.snapshot().items()}

@@ -201,9 +201,12 @@ class Client:
         audio: bool = True,
         video: bool = True,
         textured: bool = False,
+        gather: tuple[str, ...] = LOOPBACK,
     ) -> None:
         self.participant_id = participant_id
         self.tag = tag
+        #: The addresses this client offers host candidates on (in this order).
+        self.gather = gather
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.camera = NumberedVideoTrack(tag, *size, fps=fps, textured=textured) if video else None
         self.mic = ToneAudioTrack() if audio else None
@@ -232,7 +235,7 @@ class Client:
                 transceiver.sender.replaceTrack(track)
             transceiver.direction = "sendonly" if track is not None else "inactive"
         answer = await self.pc.createAnswer()
-        with gather_from(LOOPBACK):
+        with gather_from(self.gather):
             await self.pc.setLocalDescription(answer)
         return str(self.pc.localDescription.sdp)
 

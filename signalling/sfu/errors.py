@@ -16,8 +16,10 @@ PolicyCode = Literal[
     "candidate_not_allowed",
     "mdns_not_allowed",
     "codec_unsupported",
+    "no_allowed_candidate",
 ]
-"""Refusals of remote SDP or candidates (:mod:`signalling.sfu.network`)."""
+"""Refusals of remote SDP or candidates (:mod:`signalling.sfu.network`); ``no_allowed_candidate``
+(:mod:`signalling.sfu.peer`): the client finished gathering and none of its candidates is allowed."""
 
 RoomCode = Literal[
     "room_full",

@@ -28,9 +28,19 @@ Remote policy (applied before anything reaches aiortc/aioice)
     addresses the SFU will send STUN connectivity checks to (RFC 8445
     section 7.2), so an unchecked candidate turns the server into a UDP
     prober of arbitrary hosts: only addresses inside ``allowed_networks`` are
-    accepted, mDNS names (draft-ietf-mmusic-mdns-ice-candidates) are refused
-    unless enabled (resolving them multicasts on the server's LAN), and the
-    number of distinct remote candidates per peer is bounded.  Refusals raise
+    used, mDNS names (draft-ietf-mmusic-mdns-ice-candidates) are not used
+    unless enabled (resolving them multicasts on the server's LAN), nor are
+    other host names, and the number of distinct remote candidates per peer
+    is bounded.
+
+    A candidate outside the policy is *dropped*, not refused: a browser
+    offers every address it has (a global IPv6 address on mobile data,
+    127.0.0.1 with ``--allow-loopback-in-peer-connection``, a VPN adapter),
+    and ICE only needs one pair that works (RFC 8445 section 2).  The drop
+    is counted by :class:`DroppedCandidates` under a :data:`DropReason`.
+    Whether *no* allowed candidate remains is the peer's decision
+    (:mod:`signalling.sfu.peer`): only it knows when the client has
+    finished gathering.  Malformed input and the limits still raise
     :class:`~signalling.sfu.errors.MediaPolicyError` with a stable code.
 """
 
@@ -38,9 +48,11 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import aioice.ice
 from aioice.mdns import is_mdns_hostname
@@ -53,24 +65,59 @@ from .errors import MediaPolicyError
 __all__ = [
     "DEFAULT_ALLOWED_NETWORKS",
     "CandidateKey",
+    "DropReason",
+    "DroppedCandidates",
     "IceServer",
     "MediaNetworkConfig",
     "MediaPolicyError",
     "candidate_key",
     "check_candidate",
+    "classify_candidate",
     "filter_sdp",
     "gather_from",
     "install_host_address_hook",
     "rewrite_advertised",
+    "screen_sdp",
 ]
 
-DEFAULT_ALLOWED_NETWORKS: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
-"""Private ranges (RFC 1918, RFC 4193).  Loopback and public ranges are *not*
-allowed unless configured: a client naming ``127.0.0.1`` would make the
-server probe its own local UDP services."""
+DEFAULT_ALLOWED_NETWORKS: tuple[str, ...] = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+)
+"""Private ranges (RFC 1918), shared address space (RFC 6598, used inside
+e-government extranets and by carriers' private APNs) and unique local IPv6
+(RFC 4193): the same default as ``media.allowed_cidrs``.  Loopback,
+link-local and public ranges are *not* allowed unless configured: a client
+naming ``127.0.0.1`` would make the server probe its own local UDP services."""
 
 CandidateKey = tuple[str, str, int, int]
 """(transport, address, port, component): one remote transport address."""
+
+DropReason = Literal["address", "mdns", "hostname"]
+"""Why a remote candidate was dropped: an IP address outside ``allowed_networks``,
+an mDNS ``.local`` name while ``allow_mdns`` is off, any other host name."""
+
+DROP_REASONS: tuple[DropReason, ...] = ("address", "mdns", "hostname")
+
+
+class DroppedCandidates:
+    """How many distinct remote candidates were dropped, by :data:`DropReason` (monotonic, for ``/metrics``).
+
+    One instance lives on a :class:`MediaNetworkConfig` (one per
+    application), shared by every peer using that configuration.
+    """
+
+    def __init__(self) -> None:
+        self._counts: Counter[DropReason] = Counter({reason: 0 for reason in DROP_REASONS})
+
+    def add(self, reason: DropReason, count: int = 1) -> None:
+        self._counts[reason] += count
+
+    def snapshot(self) -> dict[DropReason, int]:
+        return dict(self._counts)
 
 
 @dataclass(frozen=True)
@@ -96,6 +143,7 @@ class MediaNetworkConfig:
     receives the codec its publisher sends.  ``answer_timeout``: seconds an
     offer may stay unanswered before the participant's peer connection is
     given up as failed (the client is told to rejoin, see ``docs/protocol.md``).
+    ``dropped`` counts the remote candidates dropped under this policy.
     """
 
     bind_addresses: tuple[str, ...] = ()
@@ -108,6 +156,7 @@ class MediaNetworkConfig:
     audio_codecs: tuple[str, ...] = ("opus",)
     video_codecs: tuple[str, ...] = ("VP8", "H264")
     answer_timeout: float = 30.0
+    dropped: DroppedCandidates = field(default_factory=DroppedCandidates, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         for address in (*self.bind_addresses, *self.advertised_addresses, *self.advertised_addresses.values()):
@@ -216,38 +265,76 @@ def _parse_candidate(text: str) -> RTCIceCandidate:
         raise MediaPolicyError("sdp_invalid", f"malformed ICE candidate {text[:80]!r}") from exc
 
 
-def check_candidate(candidate: str | RTCIceCandidate, config: MediaNetworkConfig) -> RTCIceCandidate:
-    """Validate one remote candidate (an SDP ``candidate:`` line or a parsed one); returns it parsed.
+def classify_candidate(
+    candidate: str | RTCIceCandidate, config: MediaNetworkConfig
+) -> tuple[RTCIceCandidate, DropReason | None]:
+    """Parse one remote candidate and say whether the policy drops it (``None``: it may be used).
 
-    Raises ``mdns_not_allowed`` for ``.local`` names (unless allowed),
-    ``candidate_not_allowed`` for any other name or an address outside
-    ``allowed_networks``, ``sdp_invalid`` for a malformed line.
+    Raises ``sdp_invalid`` for a malformed line; nothing else raises.
     """
     parsed = _parse_candidate(candidate) if isinstance(candidate, str) else candidate
     host = parsed.ip
     if is_mdns_hostname(host):
-        if not config.allow_mdns:
-            raise MediaPolicyError("mdns_not_allowed", f"mDNS candidate {host!r} refused")
-        return parsed
+        return parsed, None if config.allow_mdns else "mdns"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise MediaPolicyError("candidate_not_allowed", f"candidate host {host!r} is not an IP address") from None
-    if not config.allows(address):
-        raise MediaPolicyError("candidate_not_allowed", f"candidate address {address} is outside the allowed networks")
+        return parsed, "hostname"
+    return parsed, None if config.allows(address) else "address"
+
+
+def check_candidate(candidate: str | RTCIceCandidate, config: MediaNetworkConfig) -> RTCIceCandidate:
+    """Validate one remote candidate strictly; returns it parsed.
+
+    Raises ``mdns_not_allowed`` for ``.local`` names (unless allowed),
+    ``candidate_not_allowed`` for any other name or an address outside
+    ``allowed_networks``, ``sdp_invalid`` for a malformed line.  The SFU
+    itself drops such candidates instead (:func:`classify_candidate`).
+    """
+    parsed, reason = classify_candidate(candidate, config)
+    if reason == "mdns":
+        raise MediaPolicyError("mdns_not_allowed", f"mDNS candidate {parsed.ip!r} refused")
+    if reason == "hostname":
+        raise MediaPolicyError("candidate_not_allowed", f"candidate host {parsed.ip!r} is not an IP address")
+    if reason == "address":
+        raise MediaPolicyError(
+            "candidate_not_allowed", f"candidate address {parsed.ip} is outside the allowed networks"
+        )
     return parsed
 
 
-def filter_sdp(sdp: str, config: MediaNetworkConfig, *, known_candidates: set[CandidateKey] | None = None) -> str:
-    """Check a remote description against the policy; returns it with CRLF line endings.
+@dataclass
+class ScreenedSdp:
+    """A remote description after the policy: what may reach aiortc, and what was taken out.
 
-    Every ``a=candidate`` line is checked with :func:`check_candidate`.
-    Distinct candidates (BUNDLE repeats the same ones in every m-section)
-    are counted together with ``known_candidates`` (the peer's earlier ones);
-    more than ``max_remote_candidates`` raises ``too_many_candidates``.  On
-    success the new keys are added to ``known_candidates``.  Each audio/video
-    m-section that is not rejected (port 0, RFC 3264 section 6) must list a
-    configured codec (``codec_unsupported``).  Nothing is applied on error.
+    ``sdp``: the description without the dropped ``a=candidate`` lines (CRLF
+    line endings).  ``allowed``: distinct candidates it still carries.
+    ``dropped``: distinct dropped candidates with their reason.
+    ``end_of_candidates``: it carries ``a=end-of-candidates`` (RFC 8840
+    section 8.2), so the client has no further candidate to trickle.
+    """
+
+    sdp: str
+    allowed: set[CandidateKey] = field(default_factory=set)
+    dropped: dict[CandidateKey, DropReason] = field(default_factory=dict)
+    end_of_candidates: bool = False
+
+
+def screen_sdp(
+    sdp: str, config: MediaNetworkConfig, *, known_candidates: set[CandidateKey] | None = None
+) -> ScreenedSdp:
+    """Apply the policy to a remote description.
+
+    Each ``a=candidate`` line is classified with :func:`classify_candidate`;
+    a dropped one is left out of the returned SDP.  Distinct *allowed*
+    candidates (BUNDLE repeats the same ones in every m-section) are counted
+    together with ``known_candidates`` (the peer's earlier ones); more than
+    ``max_remote_candidates`` raises ``too_many_candidates`` (dropped ones
+    do not count: they cost nothing but parsing, which ``max_sdp_bytes``
+    bounds).  On success the new keys are added to ``known_candidates``.
+    Each audio/video m-section that is not rejected (port 0, RFC 3264
+    section 6) must list a configured codec (``codec_unsupported``).
+    Nothing is recorded on error.
     """
     size = len(sdp.encode("utf-8"))
     if size > config.max_sdp_bytes:
@@ -259,7 +346,8 @@ def filter_sdp(sdp: str, config: MediaNetworkConfig, *, known_candidates: set[Ca
         raise MediaPolicyError("sdp_invalid", "SDP must start with v=0")
 
     seen: set[CandidateKey] = set(known_candidates or ())
-    new: set[CandidateKey] = set()
+    result = ScreenedSdp(sdp="")
+    kept: list[str] = []
     section: tuple[str, int] | None = None
     codecs: set[str] = set()
 
@@ -285,19 +373,32 @@ def filter_sdp(sdp: str, config: MediaNetworkConfig, *, known_candidates: set[Ca
                 codecs.add(line.split(None, 1)[1].split("/")[0].lower())
             except IndexError:
                 raise MediaPolicyError("sdp_invalid", f"malformed rtpmap {line[:80]!r}") from None
+        elif line == "a=end-of-candidates":
+            result.end_of_candidates = True
         elif line.startswith("a=candidate:"):
-            key = candidate_key(check_candidate(line, config))
+            parsed, reason = classify_candidate(line, config)
+            key = candidate_key(parsed)
+            if reason is not None:
+                result.dropped[key] = reason
+                continue
+            result.allowed.add(key)
             if key not in seen:
                 seen.add(key)
-                new.add(key)
                 if len(seen) > config.max_remote_candidates:
                     raise MediaPolicyError(
                         "too_many_candidates", f"more than {config.max_remote_candidates} remote candidates"
                     )
+        kept.append(line)
     close_section()
     if known_candidates is not None:
-        known_candidates |= new
-    return "\r\n".join(lines) + "\r\n"
+        known_candidates |= seen
+    result.sdp = "\r\n".join(kept) + "\r\n"
+    return result
+
+
+def filter_sdp(sdp: str, config: MediaNetworkConfig, *, known_candidates: set[CandidateKey] | None = None) -> str:
+    """:func:`screen_sdp`'s description: the remote SDP with the candidates outside the policy left out."""
+    return screen_sdp(sdp, config, known_candidates=known_candidates).sdp
 
 
 def rewrite_advertised(sdp: str, config: MediaNetworkConfig) -> str:

@@ -46,7 +46,15 @@ from aiortc.rtcpeerconnection import is_codec_compatible
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
 from .errors import MediaPolicyError, MediaRoomError
-from .network import CandidateKey, MediaNetworkConfig, candidate_key, check_candidate, filter_sdp, gather_from
+from .network import (
+    CandidateKey,
+    DropReason,
+    MediaNetworkConfig,
+    candidate_key,
+    classify_candidate,
+    gather_from,
+    screen_sdp,
+)
 from .network import rewrite_advertised as _rewrite_advertised
 from .passthrough import (
     Clock,
@@ -76,6 +84,9 @@ logger = logging.getLogger(__name__)
 
 TrackLabel = Literal["audio", "camera", "screen"]
 LABEL_KIND: Mapping[str, str] = {"audio": "audio", "camera": "video", "screen": "video"}
+_DROPPED_REMEMBERED = 256
+"""Dropped candidates remembered per peer, so repeats (BUNDLE, renegotiation) are counted once; past it every
+drop is counted."""
 PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,48}$")
 """Participant ids become part of ``a=msid`` stream ids (RFC 8830 token, at most 64 characters)."""
 
@@ -260,6 +271,8 @@ class MediaPeer:
     order; ``on_state(peer, state)`` reports ``connectionState`` changes,
     and ``failed`` when an offer stays unanswered for the configuration's
     ``answer_timeout``.
+    ``failure`` is the policy code (``no_allowed_candidate``) when the peer
+    gave itself up because none of the client's candidates may be used.
     Offer revisions come from ``revisions`` (the room shares one counter
     between successive connections of a participant, so an answer meant for
     a replaced connection can never match the new one's offer).
@@ -293,6 +306,9 @@ class MediaPeer:
         self._dirty = False
         self._revisions = revisions if revisions is not None else itertools.count(1)
         self._candidates: set[CandidateKey] = set()
+        self._dropped: set[CandidateKey] = set()
+        self._candidate_timer: asyncio.TimerHandle | None = None
+        self.failure: str | None = None
         self._pli_tasks: set[asyncio.Task[None]] = set()
         self._answer_timer: asyncio.TimerHandle | None = None
         self.closing = False
@@ -334,9 +350,12 @@ class MediaPeer:
     async def apply_answer(self, sdp: str, revision: int | None = None) -> AnswerOutcome:
         """Apply the participant's answer to the outstanding offer.
 
-        Policy (:func:`~signalling.sfu.network.filter_sdp`) and codec checks
-        run before aiortc sees the SDP; on any refusal nothing is applied and
-        the offer stays outstanding.
+        Policy (:func:`~signalling.sfu.network.screen_sdp`) and codec checks
+        run before aiortc sees the SDP; candidates outside the policy are
+        left out.  On any refusal nothing is applied and the offer stays
+        outstanding, except ``no_allowed_candidate`` (the answer ends the
+        client's candidates with ``a=end-of-candidates`` and none of them,
+        nor any trickled before, is allowed): the peer then gives itself up.
         """
         async with self._lock:
             offer = self._outstanding
@@ -345,7 +364,11 @@ class MediaPeer:
             if revision is not None and revision != offer.revision:
                 raise MediaRoomError("stale_answer", f"answer is for revision {revision}, expected {offer.revision}")
             known = set(self._candidates)
-            clean = filter_sdp(sdp, self._config, known_candidates=known)
+            screened = screen_sdp(sdp, self._config, known_candidates=known)
+            self._count_dropped(screened.dropped)
+            if screened.end_of_candidates and not known:
+                raise self._give_up_no_candidate()
+            clean = screened.sdp
             try:
                 parsed = aiortc_sdp.SessionDescription.parse(clean)
             except (ValueError, IndexError, KeyError, AttributeError, StopIteration) as exc:
@@ -358,6 +381,12 @@ class MediaPeer:
             self._candidates = known
             self._outstanding = None
             self._disarm_answer_timer()
+            if not known and self._candidate_timer is None and self.failure is None:
+                # No usable candidate yet: the client may trickle them; if none has come when the time an offer
+                # may wait for its answer has passed, none will.
+                self._candidate_timer = asyncio.get_running_loop().call_later(
+                    self._config.answer_timeout, self._candidates_overdue
+                )
             outcome = self._after_answer(parsed)
             if self._dirty and not self.closing:
                 outcome.next_offer = await self._make_offer()
@@ -368,25 +397,35 @@ class MediaPeer:
     ) -> None:
         """Add a trickled remote candidate after the policy check; ``""`` signals end-of-candidates.
 
-        With max-bundle every candidate belongs to the bundle transport, so
-        ``sdp_mid``/``sdp_mline_index`` are accepted but not needed (aiortc
-        would silently drop a candidate addressed to a bundled m-section).
+        A candidate outside the policy is dropped (counted, logged once per
+        peer) and the call returns normally.  End-of-candidates when no
+        allowed candidate has arrived raises ``no_allowed_candidate`` and the
+        peer gives itself up.  With max-bundle every candidate belongs to the
+        bundle transport, so ``sdp_mid``/``sdp_mline_index`` are accepted but
+        not needed (aiortc would silently drop a candidate addressed to a
+        bundled m-section).
         """
         async with self._lock:
             if self.closing:
                 return
             primary = self.pc.getTransceivers()[0]
             if not candidate.strip():
+                if not self._candidates:
+                    raise self._give_up_no_candidate()
                 await self.pc.addIceCandidate(None)
                 return
-            parsed = check_candidate(candidate, self._config)
+            parsed, reason = classify_candidate(candidate, self._config)
             key = candidate_key(parsed)
+            if reason is not None:
+                self._count_dropped({key: reason})
+                return
             if key not in self._candidates:
                 if len(self._candidates) >= self._config.max_remote_candidates:
                     raise MediaPolicyError(
                         "too_many_candidates", f"more than {self._config.max_remote_candidates} remote candidates"
                     )
                 self._candidates.add(key)
+                self._disarm_candidate_timer()
             ice = RTCIceCandidate(
                 component=parsed.component,
                 foundation=parsed.foundation,
@@ -454,6 +493,7 @@ class MediaPeer:
         """Close the peer connection; returns the publications that ended."""
         self.closing = True
         self._disarm_answer_timer()
+        self._disarm_candidate_timer()
         ended = [p for p in (s.end_publication() for s in self._recv) if p is not None]
         for slot in self._send:
             slot.release()
@@ -582,6 +622,52 @@ class MediaPeer:
             self._config.answer_timeout,
         )
         self._on_state(self, "failed")
+
+    def _count_dropped(self, dropped: Mapping[CandidateKey, DropReason]) -> None:
+        """Count candidates dropped for the first time on this peer; log the first drop of the peer only."""
+        fresh = {key: reason for key, reason in dropped.items() if key not in self._dropped}
+        if not fresh:
+            return
+        if not self._dropped:
+            key, reason = next(iter(fresh.items()))
+            logger.info(
+                "%s: remote ICE candidates outside the media policy are dropped (first: %s %s:%d, reason %s)",
+                self.participant_id,
+                key[0],
+                key[1],
+                key[2],
+                reason,
+            )
+        if len(self._dropped) < _DROPPED_REMEMBERED:  # a client trickling junk must not grow this without bound
+            self._dropped.update(fresh)
+        for reason in fresh.values():
+            self._config.dropped.add(reason)
+
+    def _give_up_no_candidate(self) -> MediaPolicyError:
+        """The client has no candidate left that the policy allows: report the peer failed, with the reason."""
+        self._disarm_candidate_timer()
+        if self.failure is None:
+            self.failure = "no_allowed_candidate"
+            logger.warning(
+                "%s: none of the client's %d ICE candidates is inside the allowed networks; the connection is given up",
+                self.participant_id,
+                len(self._dropped),
+            )
+            asyncio.get_running_loop().call_soon(self._on_state, self, "failed")
+        return MediaPolicyError(
+            "no_allowed_candidate", "none of the client's ICE candidates is inside the allowed networks"
+        )
+
+    def _candidates_overdue(self) -> None:
+        self._candidate_timer = None
+        if self.closing or self._candidates or self.failure is not None:
+            return
+        self._give_up_no_candidate()
+
+    def _disarm_candidate_timer(self) -> None:
+        if self._candidate_timer is not None:
+            self._candidate_timer.cancel()
+            self._candidate_timer = None
 
     def _check_send_codecs(self, answer: aiortc_sdp.SessionDescription) -> None:
         by_mid = {m.rtp.muxId: m for m in answer.media}

@@ -91,10 +91,15 @@ class TrackUnpublished:
 
 @dataclass(frozen=True)
 class PeerStateChanged:
-    """``state`` is aiortc's ``connectionState``; ``"closed"`` is also sent when a participant leaves."""
+    """``state`` is aiortc's ``connectionState``; ``"closed"`` is also sent when a participant leaves.
+
+    ``reason``: for ``"failed"``, the policy code when the peer gave itself up
+    (``no_allowed_candidate``: rejoining cannot help), else ``None``.
+    """
 
     participant_id: str
     state: str
+    reason: str | None = None
 
 
 RoomEvent = NegotiationNeeded | TrackPublished | TrackUnpublished | PeerStateChanged
@@ -305,7 +310,7 @@ class MediaRoom:
     def _peer_state(self, peer: MediaPeer, state: str) -> None:
         if self._peers.get(peer.participant_id) is not peer or peer.closing:
             return
-        self._emit(PeerStateChanged(peer.participant_id, state))
+        self._emit(PeerStateChanged(peer.participant_id, state, peer.failure if state == "failed" else None))
         if state in ("failed", "closed"):
             task = asyncio.ensure_future(self._drop(peer))
             self._tasks.add(task)

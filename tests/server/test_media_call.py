@@ -9,13 +9,14 @@ proves it got the other's frames, in order, and nothing invented.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from signalling.sfu.peer import nominated_pair
 from tests.conftest import Session
-from tests.media_harness import assert_numbers_sane, until
+from tests.media_harness import Client, assert_numbers_sane, until
 from tests.server.api.conftest import open_case
 
 
@@ -98,9 +99,33 @@ async def test_media_policy_refusals_reach_the_client(as_user: Any, client: Any,
     big = "v=0\r\n" + "a=x:" + "y" * 70_000 + "\r\n"
     refused = await a.sio.call("media.answer", {"sdp": big, "revision": revision}, timeout=10)
     assert refused["error"]["code"] == "sdp_too_large"
+    bad = "candidate:1 1 udp"
+    refused = await a.sio.call("media.candidate", {"candidate": bad, "sdpMid": "0"}, timeout=10)
+    assert refused["error"]["code"] == "sdp_invalid"
+
+    # Candidates outside the policy are dropped, not refused, and counted on /metrics by reason.
     foreign = "candidate:1 1 udp 2130706431 10.1.2.3 5000 typ host"
-    refused = await a.sio.call("media.candidate", {"candidate": foreign, "sdpMid": "0"}, timeout=10)
-    assert refused["error"]["code"] == "candidate_not_allowed"
+    accepted = await a.sio.call("media.candidate", {"candidate": foreign, "sdpMid": "0"}, timeout=10)
+    assert accepted == {"ok": True}
     mdns = "candidate:1 1 udp 2130706431 3f1c6f2e-aaaa.local 5000 typ host"
-    refused = await a.sio.call("media.candidate", {"candidate": mdns, "sdpMid": "0"}, timeout=10)
-    assert refused["error"]["code"] == "mdns_not_allowed"
+    accepted = await a.sio.call("media.candidate", {"candidate": mdns, "sdpMid": "0"}, timeout=10)
+    assert accepted == {"ok": True}
+    metrics = await (await client.get("/metrics")).text()
+    assert 'cloudwindow_ice_candidates_dropped_total{reason="address"} 1.0' in metrics
+    assert 'cloudwindow_ice_candidates_dropped_total{reason="mdns"} 1.0' in metrics
+
+    # An answer whose gathering is complete (a=end-of-candidates) with no allowed candidate left: refused with
+    # no_allowed_candidate, and the peer connection is given up with that reason (the client must not rejoin).
+    media = Client("policy-test", 1, gather=("127.0.0.1",))
+    try:
+        sdp = await media.answer(SimpleNamespace(**ack["offer"]))  # type: ignore[arg-type]
+    finally:
+        await media.close()
+    assert "a=end-of-candidates" in sdp
+    outside = "\r\n".join(
+        "a=candidate:1 1 udp 2130706431 2001:db8::7 5000 typ host" if line.startswith("a=candidate:") else line
+        for line in sdp.split("\r\n")
+    )
+    refused = await a.sio.call("media.answer", {"sdp": outside, "revision": revision}, timeout=10)
+    assert refused["error"]["code"] == "no_allowed_candidate"
+    await until(lambda: ("media.state", {"state": "failed", "reason": "no_allowed_candidate"}) in a.events, 5, "state")

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { isWaiting, levelFromStats, levelToSend, moderatorOf, mutedOf, plan, quality, rms, withWaiter, withoutWaiter, type Participant } from './call'
+import { FATAL_MEDIA_ERRORS, isWaiting, levelFromStats, mediaErrorCode, transportPolicy, levelToSend, moderatorOf, mutedOf, plan, quality, rms, withWaiter, withoutWaiter, type Participant } from './call'
 
 describe('plan', () => {
   it('splits the server offer into what to send and whose tracks arrive where', () => {
@@ -103,5 +103,22 @@ describe('audio level', () => {
     expect(levelToSend(false, null, null)).toBe(0)
     expect(levelToSend(false, null, 0)).toBeNull()
     expect(levelToSend(true, 0.1, 0)).toBe(0.1)
+  })
+})
+
+describe('media refusals', () => {
+  it('knows the codes the call screen explains, and which stop the rejoins', () => {
+    expect(mediaErrorCode('no_allowed_candidate')).toBe('no_allowed_candidate')
+    expect(mediaErrorCode('codec_unsupported')).toBe('codec_unsupported')
+    expect(mediaErrorCode('stale_answer')).toBe('')
+    expect(mediaErrorCode(undefined)).toBe('')
+    expect(FATAL_MEDIA_ERRORS).toEqual(['no_allowed_candidate'])
+  })
+  it('forces relay only when the local setting says so', () => {
+    const store = (v: string | null) => ({ getItem: (k: string) => (k === 'cloudwindow.iceTransportPolicy' ? v : null) })
+    expect(transportPolicy(store('relay'))).toBe('relay')
+    expect(transportPolicy(store('all'))).toBe('all')
+    expect(transportPolicy(store(null))).toBe('all')
+    expect(transportPolicy(undefined)).toBe('all')
   })
 })

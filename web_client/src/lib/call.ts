@@ -81,6 +81,30 @@ export interface ChatLine {
 
 export type Quality = 'good' | 'fair' | 'poor' | 'unknown'
 
+/** Media refusals the call screen explains in words (``call.mediaErrors.<code>``; docs/protocol.md). */
+export const MEDIA_ERRORS = ['no_allowed_candidate', 'codec_unsupported', 'sdp_invalid', 'sdp_too_large', 'too_many_candidates'] as const
+export type MediaErrorCode = (typeof MEDIA_ERRORS)[number]
+
+/** Refusals a rejoin cannot cure: the client stops instead of rejoining in a loop. */
+export const FATAL_MEDIA_ERRORS: readonly string[] = ['no_allowed_candidate']
+
+export function mediaErrorCode(code: unknown): MediaErrorCode | '' {
+  return typeof code === 'string' && (MEDIA_ERRORS as readonly string[]).includes(code) ? (code as MediaErrorCode) : ''
+}
+
+/**
+ * ``iceTransportPolicy`` for new peer connections: ``'relay'`` when the browser's localStorage has
+ * ``cloudwindow.iceTransportPolicy = relay`` (forces TURN, for diagnosing a site's network; docs/operations.md),
+ * else ``'all'``.
+ */
+export function transportPolicy(storage: Pick<Storage, 'getItem'> | undefined = globalThis.localStorage): RTCIceTransportPolicy {
+  try {
+    return storage?.getItem('cloudwindow.iceTransportPolicy') === 'relay' ? 'relay' : 'all'
+  } catch {
+    return 'all'
+  }
+}
+
 /** Which transceivers carry what: pure function of the server's offer (unit-tested). */
 export function plan(offer: Pick<Offer, 'publish' | 'subscribe'>): {
   publish: Map<string, Label>
@@ -202,6 +226,8 @@ export class CallClient {
     micOn: true,
     cameraOn: true,
     error: '',
+    /** Why the server refused this browser's media (a ``MEDIA_ERRORS`` code), shown in words; '' when none. */
+    mediaError: '' as MediaErrorCode | '',
   })
 
   pc: RTCPeerConnection | null = null
@@ -212,6 +238,10 @@ export class CallClient {
   private iceServers: RTCIceServer[] = []
   private statsTimer: ReturnType<typeof setInterval> | null = null
   private rejoining = false
+  /** A refusal a rejoin cannot cure (``FATAL_MEDIA_ERRORS``): no more rejoins. */
+  private fatal = false
+  /** End-of-candidates has been sent for the current peer connection. */
+  private gatheringSent: RTCPeerConnection | null = null
   private handlers: [string, (...args: never[]) => void][] = []
   private levelTimer: ReturnType<typeof setInterval> | null = null
   private levelBusy = false
@@ -257,8 +287,11 @@ export class CallClient {
       this.stopLevels()
       this.closePc()
     })
-    this.on('media.state', (d: { state: string }) => {
-      if (d.state === 'failed') void this.rejoin()
+    this.on('media.state', (d: { state: string; reason?: string }) => {
+      if (d.state !== 'failed') return
+      const code = mediaErrorCode(d.reason)
+      if (code && FATAL_MEDIA_ERRORS.includes(code)) this.mediaFailed(code)
+      else void this.rejoin()
     })
     this.on('connect', () => {
       if (this.state.joined || this.state.reconnecting || this.state.waiting) void this.rejoin()
@@ -329,6 +362,16 @@ export class CallClient {
     }
     this.startStats()
     this.startLevels()
+  }
+
+  /** The server gave up my media for a reason a rejoin cannot cure: say why, stop, and do not rejoin. */
+  private mediaFailed(code: MediaErrorCode): void {
+    this.fatal = FATAL_MEDIA_ERRORS.includes(code)
+    this.state.mediaError = code
+    if (!this.fatal) return
+    this.state.reconnecting = false
+    this.stopLevels()
+    this.closePc()
   }
 
   /** Refused at the door or removed by a moderator: the session is over for me. */
@@ -425,10 +468,13 @@ export class CallClient {
   }
 
   private newPc(): RTCPeerConnection {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' })
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', iceTransportPolicy: transportPolicy() })
     pc.addEventListener('connectionstatechange', () => {
       if (pc !== this.pc) return
-      if (pc.connectionState === 'connected') this.state.reconnecting = false
+      if (pc.connectionState === 'connected') {
+        this.state.reconnecting = false
+        if (!this.fatal) this.state.mediaError = ''
+      }
       if (pc.connectionState === 'failed') void this.rejoin()
     })
     return pc
@@ -436,7 +482,10 @@ export class CallClient {
 
   private enqueue(offer: Offer): Promise<void> {
     this.chain = this.chain.then(() => this.answer(offer)).catch((e: Error) => {
-      if ((e as { code?: string }).code !== 'stale_answer') this.state.error = e.message
+      const raw = (e as { code?: string }).code
+      const code = mediaErrorCode(raw)
+      if (code) this.mediaFailed(code)
+      else if (raw !== 'stale_answer') this.state.error = e.message
     })
     return this.chain
   }
@@ -462,7 +511,29 @@ export class CallClient {
     await pc.setLocalDescription(answer)
     await waitIce(pc, 3000)
     this.updateTiles(pc, p)
-    await ask(this.sock, 'media.answer', { sdp: pc.localDescription?.sdp ?? '', revision: offer.revision })
+    const sent = pc.localDescription?.sdp ?? ''
+    await ask(this.sock, 'media.answer', { sdp: sent, revision: offer.revision })
+    if (this.gatheringSent !== pc) {
+      this.gatheringSent = pc
+      void this.endOfCandidates(pc, sent).catch((e: Error) => {
+        const code = mediaErrorCode((e as { code?: string }).code)
+        if (code && pc === this.pc) this.mediaFailed(code)
+      })
+    }
+  }
+
+  /**
+   * After the first answer of a connection: once gathering is complete, trickle the candidates the answer did not
+   * carry, then end-of-candidates (``media.candidate`` with ``candidate: ""``).  The server needs the end to know
+   * that no allowed candidate will come (``no_allowed_candidate``) instead of waiting (docs/protocol.md).
+   */
+  private async endOfCandidates(pc: RTCPeerConnection, sent: string): Promise<void> {
+    await waitIce(pc, 30_000)
+    if (pc !== this.pc || pc.iceGatheringState !== 'complete') return
+    const inAnswer = new Set(sent.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:')).map((l) => l.slice(2)))
+    const late = (pc.localDescription?.sdp ?? '').split(/\r?\n/).filter((l) => l.startsWith('a=candidate:') && !inAnswer.has(l.slice(2)))
+    for (const line of late) await ask(this.sock, 'media.candidate', { candidate: line.slice(2), sdpMid: '0', sdpMLineIndex: 0 })
+    if (pc === this.pc) await ask(this.sock, 'media.candidate', { candidate: '', sdpMid: '0', sdpMLineIndex: 0 })
   }
 
   private updateTiles(pc: RTCPeerConnection, p: ReturnType<typeof plan>): void {
@@ -492,7 +563,7 @@ export class CallClient {
   }
 
   async rejoin(): Promise<void> {
-    if (this.rejoining || this.state.ended) return
+    if (this.rejoining || this.state.ended || this.fatal) return
     this.rejoining = true
     this.state.reconnecting = true
     try {

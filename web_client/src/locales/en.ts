@@ -42,6 +42,13 @@ const en: typeof zh = {
     chatFailed: 'Message not sent: {msg}',
     end_refused: 'The host did not let you in', end_removed: 'The host removed you from the session', inWaitingRoom: 'Waiting for the host to let you in…', waitingList: 'Waiting to join ({n})',
     admit: 'Admit', refuse: 'Refuse', mutedByHost: 'Muted', unmute: 'Unmute', muteOther: 'Mute', remove: 'Remove',
+    mediaErrors: {
+      no_allowed_candidate: "Audio and video cannot connect: none of this computer's network addresses is in a network the server accepts. Check that the computer is on the government extranet, or ask the administrator to set up a TURN relay.",
+      codec_unsupported: 'This browser lacks the audio/video codecs needed; use a recent Chrome, Edge or Firefox.',
+      sdp_invalid: 'The browser sent invalid connection details; retrying…',
+      sdp_too_large: 'The browser sent connection details that are too large; retrying…',
+      too_many_candidates: 'This computer has too many network addresses for the server; retrying…',
+    },
   },
   casefile: {
     title: 'Case file', audit: 'History', recordings: 'Recordings', play: 'Play', noRecordings: 'No recordings yet', verified: 'History chain verified', broken: 'History chain broken',

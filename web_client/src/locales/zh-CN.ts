@@ -41,6 +41,13 @@ export default {
     chatFailed: '消息发送失败：{msg}',
     end_refused: '主持人未允许您加入', end_removed: '您已被主持人移出会话', inWaitingRoom: '正在等候主持人允许您加入…', waitingList: '等候加入（{n}）',
     admit: '允许加入', refuse: '拒绝', mutedByHost: '已被静音', unmute: '取消静音', muteOther: '静音', remove: '移出',
+    mediaErrors: {
+      no_allowed_candidate: '无法建立音视频连接：本机的网络地址都不在服务器允许的网络范围内。请确认电脑接入的是政务外网，或请管理员配置中继服务器。',
+      codec_unsupported: '浏览器不支持所需的音视频编码，请换用新版浏览器。',
+      sdp_invalid: '浏览器发送的连接信息无效，正在重试…',
+      sdp_too_large: '浏览器发送的连接信息过大，正在重试…',
+      too_many_candidates: '本机网络地址过多，服务器未全部接受，正在重试…',
+    },
   },
   casefile: {
     title: '办件档案', audit: '办理记录', recordings: '录像', play: '播放', noRecordings: '暂无录像', verified: '记录链校验通过', broken: '记录链校验失败',
