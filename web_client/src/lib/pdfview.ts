@@ -15,8 +15,17 @@ export async function renderPdf(data: ArrayBuffer, host: HTMLElement, width: num
   if (!pdfjs.GlobalWorkerOptions.workerSrc) {
     pdfjs.GlobalWorkerOptions.workerSrc = (await import('pdfjs-dist/build/pdf.worker.min.mjs?url')).default
   }
-  // No script in the document is ever run (isEvalSupported false; pdf.js has no JavaScript engine here).
-  const doc = await pdfjs.getDocument({ data: new Uint8Array(data), isEvalSupported: false }).promise
+  // No script in the document is ever run (isEvalSupported false; pdf.js has no JavaScript engine here). The data
+  // files come from our own server (vite.config.ts copies them; in development Vite serves node_modules).
+  const base = import.meta.env.DEV ? '/node_modules/pdfjs-dist' : '/assets/pdfjs'
+  const doc = await pdfjs.getDocument({
+    data: new Uint8Array(data),
+    isEvalSupported: false,
+    cMapUrl: `${base}/cmaps/`,
+    cMapPacked: true,
+    standardFontDataUrl: `${base}/standard_fonts/`,
+    wasmUrl: `${base}/wasm/`,
+  }).promise
   try {
     host.replaceChildren()
     const drawn = Math.min(doc.numPages, MAX_PAGES)
