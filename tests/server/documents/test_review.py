@@ -39,8 +39,10 @@ async def test_upload_review_return_reupload_during_the_call(as_user: Any, clien
     cid = case["id"]
     staff_push = Peer(client, staff.token)
     clerk_push = Peer(client, clerk.token)
-    await staff_push.connect()
-    await clerk_push.connect()
+    # Outsiders: another point's staff and another centre's civil-affairs clerk are never told.
+    outsiders = [Peer(client, (await as_user(name)).token) for name in ("staff2", "clerk")]
+    for peer in (staff_push, clerk_push, *outsiders):
+        await peer.connect()
     try:
         # The summary for the clerk's call screen: applicant with the ID masked, number, matter, checklist.
         m = await _materials(clerk, cid)
@@ -115,9 +117,17 @@ async def test_upload_review_return_reupload_during_the_call(as_user: Any, clien
         assert reup["details"]["replaces"] == added["id"]
         ret = next(e for e in entries if e["action"] == "document.returned")
         assert ret["details"]["reason"] == "照片模糊，请重新拍摄"
+        # Removing the newest brings the returned one back as the item's newest: the item needs correction again.
+        resp = await staff.delete(f"/api/v1/cases/{cid}/documents/{again['id']}")
+        assert resp.status == 204
+        data = await clerk_push.wait_for("document.removed", lambda d: d["document_id"] == again["id"])
+        assert data["item"] == "id_card" and data["item_status"] == "returned"
+        assert _item(await _materials(clerk, cid), "id_card")["status"] == "returned"
+        for peer in outsiders:
+            assert not [name for name, _ in peer.events if name.startswith("document.")]
     finally:
-        await staff_push.close()
-        await clerk_push.close()
+        for peer in (staff_push, clerk_push, *outsiders):
+            await peer.close()
 
 
 async def test_final_states_refuse_uploads_and_reviews(as_user: Any) -> None:
