@@ -155,6 +155,11 @@ async def test_only_the_cases_clerk_reviews(as_user: Any) -> None:
     # Another centre's clerk cannot even see the case; a missing document is its own code.
     resp = await district.post(path, json={"decision": "accepted"})
     assert resp.status == 404 and (await resp.json())["code"] == "case_not_found"
+    # The centre's supervisor reads the case but changes nothing.
+    supervisor = await as_user("supervisor_t1")
+    assert (await supervisor.get(f"/api/v1/cases/{cid}/materials")).status == 200
+    resp = await supervisor.post(path, json={"decision": "accepted"})
+    assert resp.status == 403 and (await resp.json())["code"] == "forbidden"
     resp = await town.post(f"/api/v1/cases/{cid}/documents/999999/review", json={"decision": "accepted"})
     assert resp.status == 404 and (await resp.json())["code"] == "document_not_found"
     resp = await town.post(path, json={"decision": "returned", "reason": "x" * 501})
