@@ -262,9 +262,12 @@ async def case_materials(call: Call) -> MaterialsOut:
     response=DocumentOut,
 )
 async def get_document(call: Call) -> DocumentOut:
-    async with call.services.db.transaction() as s:
-        doc = await call.services.documents.get(s, call.me, call.path_int("case_id"), call.path_int("document_id"))
-    return DocumentOut.of(doc)
+    sv = call.services
+    async with sv.db.transaction() as s:
+        doc = await sv.documents.get(s, call.me, call.path_int("case_id"), call.path_int("document_id"))
+        view = await sv.cases.load(s, call.me, doc.case_id, Action.READ)
+        codes = {i.id: i.code for i in await MatterRepository(s).checklist(view.case.matter_id)}
+    return DocumentOut.of(doc, codes.get(doc.checklist_item_id or 0))
 
 
 @api.route(

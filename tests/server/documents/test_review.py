@@ -56,6 +56,8 @@ async def test_upload_review_return_reupload_during_the_call(as_user: Any, clien
         assert resp.status == 201, await resp.text()
         added = await resp.json()
         assert added["review_state"] == "pending" and added["item"] == "id_card"
+        one = await (await clerk.get(f"/api/v1/cases/{cid}/documents/{added['id']}")).json()
+        assert one["item"] == "id_card" and one["review_state"] == "pending"
         for peer in (clerk_push, staff_push):
             data = await peer.wait_for("document.added", lambda d: d["document"]["id"] == added["id"])
             assert data["case_id"] == cid and data["item"] == "id_card" and data["item_status"] == "pending"
