@@ -64,6 +64,9 @@ class ChecklistEntry(BaseModel):
     max_size: int
     documents: int
     satisfied: bool
+    #: ``missing``, ``pending``, ``accepted`` or ``returned`` (材料预审; see ``GET /cases/{id}/materials``).
+    status: str
+    review_reason: str | None
 
 
 class CaseDetailOut(CaseOut):

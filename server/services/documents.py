@@ -15,20 +15,21 @@ import logging
 import re
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import filetype
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.clock import Clock
-from server.errors import Conflict, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from server.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from server.objectstore import ObjectStore, ObjectTooLarge, StoredObject
 from server.services import audit
-from server.services.cases import OPEN_STATES, CaseService
+from server.services.cases import OPEN_STATES, CaseService, CaseView
 from server.services.pictures import PICTURE_TYPES, verify_stored_picture
 from server.services.policy import Action
-from server.services.principal import Principal
+from server.services.principal import Principal, Role
 from server.storage.cases import CaseRepository
 from server.storage.database import Database
 from server.storage.matters import MatterRepository
@@ -59,6 +60,50 @@ def sanitise_filename(raw: str | None, content_type: str) -> str:
     stem = name.rsplit(".", 1)[0] if "." in name else name
     stem = stem[:100].strip() or "document"
     return f"{stem}.{_EXTENSIONS.get(content_type, 'bin')}"
+
+
+#: A document's review (材料预审): ``pending`` until a clerk accepts it or returns it for correction (补正).
+REVIEW_STATES = ("pending", "accepted", "returned")
+#: A checklist item's status, from its newest document: none (``missing``), or that document's review state.
+ITEM_STATUSES = ("missing", *REVIEW_STATES)
+Decision = Literal["accepted", "returned"]
+REASON_MAX = 500
+
+
+def item_status(docs: Sequence[Document]) -> str:
+    """The status of one checklist item from its documents (any order).
+
+    The newest document decides: a re-upload after a return supersedes the
+    returned one (which stays in the file, still marked returned), and a
+    return of the newest document makes the item unsatisfied again even if
+    an older one was accepted: the clerk asked for a correction.
+    """
+    if not docs:
+        return "missing"
+    return max(docs, key=lambda d: d.id).review_state
+
+
+def satisfied(status: str) -> bool:
+    """An item counts towards a complete checklist unless it is missing or was returned for correction."""
+    return status in ("pending", "accepted")
+
+
+@dataclass(frozen=True)
+class DocumentChange:
+    """A committed change to a case's materials, with what its push needs (see :func:`document_rooms`)."""
+
+    document: Document
+    item: str | None
+    unit_id: int
+    department_id: int
+    #: The checklist item's status after the change (``None`` for a document tied to no item).
+    item_status: str | None
+
+
+def document_rooms(change: DocumentChange) -> tuple[str, ...]:
+    """Who is told at once: the point's staff (``unit:``) and the clerks of the case's department
+    (``department:``), exactly the non-admin roles that may act on the case (``server.services.policy``)."""
+    return (f"unit:{change.unit_id}", f"department:{change.department_id}")
 
 
 @dataclass(frozen=True)
@@ -154,7 +199,7 @@ class DocumentService:
 
     async def upload(
         self, principal: Principal, target: UploadTarget, filename: str | None, body: AsyncIterator[bytes]
-    ) -> Document:
+    ) -> DocumentChange:
         """Steps 2 and 3 (see the module docstring)."""
         key, detected, stored = await put_sniffed(
             self.store,
@@ -182,24 +227,106 @@ class DocumentService:
                     uploaded_by=principal.user_id,
                     created_at=self.clock.now(),
                 )
-                await CaseRepository(s).add_document(doc)
-                await audit.append(
-                    s,
-                    self.clock,
-                    target.case_id,
-                    principal,
-                    "document.uploaded",
-                    {
-                        "document_id": doc.id,
-                        "item": target.item.code if target.item else None,
-                        "sha256": stored.sha256,
-                        "size": stored.size,
-                    },
-                )
+                repo = CaseRepository(s)
+                before = await self._item_documents(s, target.case_id, target.item)
+                await repo.add_document(doc)
+                details: dict[str, object] = {
+                    "document_id": doc.id,
+                    "item": target.item.code if target.item else None,
+                    "sha256": stored.sha256,
+                    "size": stored.size,
+                }
+                if before and item_status(before) == "returned":
+                    # The re-upload after a return for correction (补正) supersedes the returned document.
+                    details["replaces"] = max(before, key=lambda d: d.id).id
+                await audit.append(s, self.clock, target.case_id, principal, "document.uploaded", details)
         except BaseException:
             await self.store.delete(key)
             raise
-        return doc
+        return DocumentChange(
+            doc,
+            target.item.code if target.item else None,
+            view.case.unit_id,
+            view.case.department_id,
+            item_status([*before, doc]) if target.item else None,
+        )
+
+    async def _item_documents(self, s: AsyncSession, case_id: int, item: ChecklistItem | None) -> list[Document]:
+        if item is None:
+            return []
+        return [d for d in await CaseRepository(s).documents(case_id) if d.checklist_item_id == item.id]
+
+    async def review(
+        self, principal: Principal, case_id: int, document_id: int, decision: Decision, reason: str | None
+    ) -> DocumentChange:
+        """材料预审: the clerk accepts the document or returns it for correction (补正) with a reason.
+
+        Only a clerk (or admin) who may change the case, only while the case is
+        open, and only the newest document of its checklist item (an older one
+        was superseded by a re-upload).  A decision may be changed while the
+        case is open; each one is audited.
+        """
+        reason = (reason or "").strip() or None
+        if decision == "returned" and reason is None:
+            raise ValidationFailed(
+                "say why the material is returned", code="review_reason_required", details={"field": "reason"}
+            )
+        if reason is not None and len(reason) > REASON_MAX:
+            raise ValidationFailed(
+                "the reason is too long", code="review_reason_too_long", details={"max_length": REASON_MAX}
+            )
+        async with self.db.transaction() as s:
+            view = await self.cases.load(s, principal, case_id, Action.WRITE, for_update=True)
+            if principal.role not in (Role.CLERK, Role.ADMIN):
+                raise Forbidden("only the clerk reviews materials", code="review_not_allowed")
+            if view.case.state not in OPEN_STATES:
+                raise Conflict(
+                    "materials of a closed case cannot be reviewed",
+                    code="case_closed",
+                    details={"state": view.case.state},
+                )
+            repo = CaseRepository(s)
+            doc = await repo.document(case_id, document_id)
+            if doc is None:
+                raise NotFound("no such document", code="document_not_found")
+            item_code: str | None = None
+            siblings: list[Document] = [doc]
+            if doc.checklist_item_id is not None:
+                siblings = [d for d in await repo.documents(case_id) if d.checklist_item_id == doc.checklist_item_id]
+                newest = max(siblings, key=lambda d: d.id)
+                if newest.id != doc.id:
+                    raise Conflict(
+                        "a newer upload replaced this material",
+                        code="document_superseded",
+                        details={"newest": newest.id},
+                    )
+                item_code = await self._item_code(s, view, doc.checklist_item_id)
+            doc.review_state = decision
+            doc.review_reason = reason
+            doc.reviewed_by = principal.user_id
+            doc.reviewed_at = self.clock.now()
+            await s.flush()
+            await audit.append(
+                s,
+                self.clock,
+                case_id,
+                principal,
+                f"document.{decision}",
+                {"document_id": doc.id, "item": item_code, "sha256": doc.sha256, "reason": reason},
+            )
+        return DocumentChange(
+            doc,
+            item_code,
+            view.case.unit_id,
+            view.case.department_id,
+            item_status(siblings) if doc.checklist_item_id is not None else None,
+        )
+
+    async def _item_code(self, s: AsyncSession, view: CaseView, item_id: int) -> str | None:
+        for i in await MatterRepository(s).checklist(view.case.matter_id):
+            if i.id == item_id:
+                return i.code
+        return None
 
     async def get(self, s: AsyncSession, principal: Principal, case_id: int, document_id: int) -> Document:
         await self.cases.load(s, principal, case_id, Action.READ)
@@ -208,16 +335,20 @@ class DocumentService:
             raise NotFound("no such document", code="document_not_found")
         return doc
 
-    async def delete(self, principal: Principal, case_id: int, document_id: int) -> None:
+    async def delete(self, principal: Principal, case_id: int, document_id: int) -> DocumentChange:
         async with self.db.transaction() as s:
             view = await self.cases.load(s, principal, case_id, Action.WRITE, for_update=True)
             if view.case.state not in OPEN_STATES:
                 raise Conflict("materials of a closed case cannot be removed", code="case_closed")
-            doc = await CaseRepository(s).document(case_id, document_id)
+            repo = CaseRepository(s)
+            doc = await repo.document(case_id, document_id)
             if doc is None:
                 raise NotFound("no such document", code="document_not_found")
             key = doc.object_key
-            await CaseRepository(s).delete_document(doc)
+            item_id = doc.checklist_item_id
+            item_code = await self._item_code(s, view, item_id) if item_id is not None else None
+            await repo.delete_document(doc)
+            left = [d for d in await repo.documents(case_id) if item_id is not None and d.checklist_item_id == item_id]
             await audit.append(
                 s,
                 self.clock,
@@ -230,27 +361,39 @@ class DocumentService:
             await self.store.delete(key)
         except Exception:  # the row is gone; an orphan object is logged for the sweeper
             log.exception("could not delete object %s of removed document %s", key, document_id)
+        return DocumentChange(
+            doc, item_code, view.case.unit_id, view.case.department_id, item_status(left) if item_id else None
+        )
 
     async def checklist_status(self, s: AsyncSession, matter_id: int, case_id: int) -> list[dict[str, object]]:
+        """Each checklist item with its live status (:func:`item_status`) and its newest document's review."""
         items = await MatterRepository(s).checklist(matter_id)
         docs = await CaseRepository(s).documents(case_id)
-        counts: dict[int, int] = {}
+        by_item: dict[int, list[Document]] = {}
         for d in docs:
             if d.checklist_item_id is not None:
-                counts[d.checklist_item_id] = counts.get(d.checklist_item_id, 0) + 1
-        return [
-            {
-                "code": i.code,
-                "name_zh": i.name_zh,
-                "name_en": i.name_en,
-                "required": i.required,
-                "accepted_types": list(i.accepted_types),
-                "max_size": i.max_size,
-                "documents": counts.get(i.id, 0),
-                "satisfied": counts.get(i.id, 0) > 0,
-            }
-            for i in items
-        ]
+                by_item.setdefault(d.checklist_item_id, []).append(d)
+        out: list[dict[str, object]] = []
+        for i in items:
+            mine = by_item.get(i.id, [])
+            status = item_status(mine)
+            newest = max(mine, key=lambda d: d.id) if mine else None
+            out.append(
+                {
+                    "code": i.code,
+                    "name_zh": i.name_zh,
+                    "name_en": i.name_en,
+                    "required": i.required,
+                    "accepted_types": list(i.accepted_types),
+                    "max_size": i.max_size,
+                    "documents": len(mine),
+                    "satisfied": satisfied(status),
+                    "status": status,
+                    "document_id": newest.id if newest else None,
+                    "review_reason": newest.review_reason if newest else None,
+                }
+            )
+        return out
 
 
 def missing_required(status: list[dict[str, object]]) -> list[str]:

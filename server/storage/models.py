@@ -241,6 +241,11 @@ class Document(Base):
     object_key: Mapped[str] = mapped_column(String(512), unique=True)
     uploaded_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime]
+    #: 材料预审: ``pending`` until a clerk ``accepted`` it or ``returned`` it for correction (补正) with a reason.
+    review_state: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    review_reason: Mapped[str | None] = mapped_column(Text)
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    reviewed_at: Mapped[datetime | None]
 
 
 class MediaSession(Base):

@@ -141,6 +141,9 @@ export interface ChecklistEntry {
   max_size: number
   documents: number
   satisfied: boolean
+  /** 材料预审: missing / pending / accepted / returned (newest document decides). */
+  status?: string
+  review_reason?: string | null
 }
 
 export interface Case {

@@ -24,6 +24,8 @@ const en: typeof zh = {
     uploading: 'Uploading {p}%', uploaded: 'Uploaded: {name}', tooLarge: 'File too large (at most {mb} MB)', badType: 'Wrong file type; accepted: {types}',
     snapshot: 'Take a photo', takePhoto: 'Capture', preview: 'Preview', documents: 'Uploaded materials', submit: 'Submit materials', submitted: 'Materials submitted',
     noCamera: 'Cannot open the camera: {msg}', incomplete: 'Some required materials are still missing',
+    camera: 'Camera', cameraN: 'Camera {n}', resolution: 'Resolution {r}', closePreview: 'Hide preview', previewFailed: 'Cannot preview: {msg}',
+    morePages: 'Showing the first {n} of {total} pages', upload: 'Upload',
   },
   queue: {
     take: 'Take a ticket', taken: 'Ticket taken: {number}', waiting: 'Waiting', position: '{n} ahead of you', estimate: 'About {min} min', ringing: 'A cloud window is calling you!',
@@ -62,6 +64,7 @@ const en: typeof zh = {
     ticket_recalled: 'Ticket recalled', ticket_skipped: 'Ticket skipped', ticket_completed: 'Ticket done', ticket_cancelled: 'Ticket cancelled', ticket_transferred: 'Ticket transferred', ticket_unanswered: 'Call unanswered',
     invite_created: 'Invite sent', invite_redeemed: 'Joined by invite', invite_revoked: 'Invite revoked', appointment_booked: 'Appointment booked', appointment_cancelled: 'Appointment cancelled',
     appointment_checked_in: 'Checked in', appointment_no_show: 'Appointment missed',
+    document_accepted: 'Material accepted in review', document_returned: 'Material returned for correction',
   },
   sessionKinds: { call: 'Call', consultation: 'Consultation', inspection: 'Site inspection' },
   availability: { available: 'Available', busy: 'Busy', unavailable: 'Unavailable' },
@@ -83,6 +86,15 @@ const en: typeof zh = {
     title: 'Dashboard', alerts: 'Wait alerts', ack: 'Acknowledge', acked: 'Acknowledged', noAlerts: 'No alerts', tidal: 'Open tidal window', until: 'Open until', opened: 'Tidal window opened',
     noDepartments: 'No departments under your supervision', today: 'Today: {y} yellow, {r} red warnings, {w} wait timeouts', waitTimeout: '{number} has waited {min} min',
     statusAlert: 'Queue status turned {colour}',
+  },
+  review: {
+    status: { missing: 'Missing', pending: 'Awaiting review', accepted: 'Accepted', returned: 'Needs correction' },
+    applicant: 'Applicant', proxy: 'Proxy: {name}', number: 'Case number', matter: 'Matter', ticket: 'Ticket', noTicket: 'None',
+    complete: 'Required materials complete', incomplete: 'Required materials incomplete', accept: 'Accept', return: 'Return for correction', returnTitle: 'Return for correction',
+    reason: 'Reason', reasonPlaceholder: 'Say what must be corrected, e.g. the photo is blurred, please take it again', reasonShown: 'Needs correction: {reason}', cancel: 'Cancel',
+    reupload: 'Upload again', acceptedDone: 'Material accepted', returnedDone: 'Returned for correction', newUpload: 'New material: {item}',
+    returnedNotice: '{item} was returned for correction: {reason}', superseded: 'A newer upload replaced this material', caseClosed: 'The case is closed: no more materials can be added',
+    otherDocuments: 'Other materials',
   },
 }
 export default en

@@ -23,6 +23,8 @@ export default {
     uploading: '上传中 {p}%', uploaded: '已上传：{name}', tooLarge: '文件太大（不超过 {mb} MB）', badType: '文件类型不符，仅接受：{types}',
     snapshot: '拍照上传', takePhoto: '拍照', preview: '预览', documents: '已上传材料', submit: '提交材料', submitted: '材料已提交',
     noCamera: '无法打开摄像头：{msg}', incomplete: '还有必交材料未上传',
+    camera: '摄像头', cameraN: '摄像头 {n}', resolution: '分辨率 {r}', closePreview: '收起预览', previewFailed: '无法预览：{msg}',
+    morePages: '仅显示前 {n} 页（共 {total} 页）', upload: '上传',
   },
   queue: {
     take: '取号', taken: '已取号：{number}', waiting: '排队中', position: '前面还有 {n} 位', estimate: '预计等待 {min} 分钟', ringing: '云窗口呼叫您！',
@@ -61,6 +63,7 @@ export default {
     ticket_recalled: '重呼', ticket_skipped: '过号', ticket_completed: '办完', ticket_cancelled: '取消排队', ticket_transferred: '转办', ticket_unanswered: '无人接听',
     invite_created: '发出邀请', invite_redeemed: '通过邀请加入', invite_revoked: '撤销邀请', appointment_booked: '预约', appointment_cancelled: '取消预约',
     appointment_checked_in: '预约签到', appointment_no_show: '预约爽约',
+    document_accepted: '材料预审通过', document_returned: '材料退回补正',
   },
   sessionKinds: { call: '视频办理', consultation: '多人会商', inspection: '远程踏勘' },
   availability: { available: '可邀请', busy: '忙碌', unavailable: '暂不可用' },
@@ -82,5 +85,14 @@ export default {
     title: '监控大屏', alerts: '超时预警', ack: '确认', acked: '已确认', noAlerts: '暂无预警', tidal: '开潮汐窗口', until: '开放至', opened: '潮汐窗口已开放',
     noDepartments: '没有您负责的部门', today: '今日：黄色预警 {y} 次，红色预警 {r} 次，等候超时 {w} 次', waitTimeout: '{number} 已等候 {min} 分钟',
     statusAlert: '排队状态变为{colour}',
+  },
+  review: {
+    status: { missing: '待上传', pending: '待预审', accepted: '已通过', returned: '需补正' },
+    applicant: '申请人', proxy: '代办人：{name}', number: '办件编号', matter: '事项', ticket: '号码', noTicket: '无',
+    complete: '必交材料已齐', incomplete: '必交材料未齐', accept: '通过', return: '退回补正', returnTitle: '退回补正',
+    reason: '补正原因', reasonPlaceholder: '请写明需要补正的内容，例如：照片模糊，请重新拍摄', reasonShown: '需补正：{reason}', cancel: '取消',
+    reupload: '重新上传', acceptedDone: '已通过该材料', returnedDone: '已退回补正', newUpload: '收到新材料：{item}',
+    returnedNotice: '{item} 被退回补正：{reason}', superseded: '该材料已被重新上传的版本替代', caseClosed: '办件已结束，不能再添加材料',
+    otherDocuments: '其他材料',
   },
 }
