@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.storage.models import Case, CaseAuditEntry, Department, Document, Matter, OrgUnit
+from server.storage.models import Case, CaseAuditEntry, Department, Document, InspectionTask, Matter, OrgUnit
 
 
 @dataclass(frozen=True)
@@ -211,5 +211,13 @@ class CaseRepository:
         return (await self.s.execute(stmt)).scalars().all()
 
     async def delete_document(self, doc: Document) -> None:
+        """Delete the row, first dropping what points at it (an inspection task's report: a new one can be made).
+
+        Every foreign key to ``documents.id`` is cleared here, in the same transaction, so a removal never fails
+        on a reference (it used to, with 500, for the inspection report the task pointed to).
+        """
+        await self.s.execute(
+            update(InspectionTask).where(InspectionTask.report_document_id == doc.id).values(report_document_id=None)
+        )
         await self.s.delete(doc)
         await self.s.flush()

@@ -169,3 +169,16 @@ async def test_service_point_staff_cannot_make_their_own_inspector(as_user: Any,
     # A guest (a relative joining the call) is still theirs to invite.
     resp = await staff.post(f"/api/v1/cases/{task['case_id']}/invites", json={"role": "guest", "display_name": "家属"})
     assert resp.status == 201, await resp.text()
+
+
+async def test_the_report_document_can_be_deleted_and_made_again(as_user: Any, client: Any) -> None:
+    """BUG: deleting the inspection report document the task points to failed on the foreign key (500)."""
+    staff, clerk, task, _ = await start(as_user, client)
+    tid, cid = task["id"], task["case_id"]
+    doc = await (await clerk.post(f"/api/v1/inspections/{tid}/report", json={})).json()
+    assert (await (await clerk.get(f"/api/v1/inspections/{tid}")).json())["report_document_id"] == doc["id"]
+    resp = await staff.delete(f"/api/v1/cases/{cid}/documents/{doc['id']}")
+    assert resp.status == 204, await resp.text()
+    assert (await (await clerk.get(f"/api/v1/inspections/{tid}")).json())["report_document_id"] is None
+    again = await (await clerk.post(f"/api/v1/inspections/{tid}/report", json={})).json()
+    assert (await (await clerk.get(f"/api/v1/inspections/{tid}")).json())["report_document_id"] == again["id"]
