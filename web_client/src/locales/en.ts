@@ -33,6 +33,8 @@ const en: typeof zh = {
     gaveUp: '{number} went unanswered too often and is a no-show', tidalClosed: 'Your tidal window has closed at the end of its period', noWindows: 'Your department has no cloud windows yet', tidal: 'Tidal window', pause: 'Pause calling',
     resume: 'Resume calling', signOut: 'Sign out of window', current: 'Current ticket', toCall: 'Go to the call', number: 'Ticket', place: 'Place', estimateCol: 'Estimated wait',
     figures: '{n} waiting · longest {min} min', toDepartment: 'To department', cancel: 'Leave the queue', cancelled: 'You left the queue', missed: 'Call missed: the ticket is back at the head of the line, watch for the next call',
+    absent: 'Applicant absent', absentTitle: 'The applicant has not joined the call', requeue: 'Back to the line (keeps the place)', noShow: 'Mark as no-show', absentReason: 'Reason for the no-show',
+    requeued: '{number} is back in the line', noShowDone: '{number} marked as no-show', waitJoin: 'The applicant has not joined the call yet: accepting or completing is not possible', joined: 'The applicant is in the call',
   },
   call: {
     title: 'Video session', join: 'Join', leave: 'Leave', mic: 'Microphone', camera: 'Camera', micOff: 'Mute', cameraOff: 'Camera off', share: 'Share screen', stopShare: 'Stop sharing',
@@ -54,7 +56,7 @@ const en: typeof zh = {
     recording_job_done: 'Recordings processed', recording_purged: 'Recording deleted (retention)', ticket_taken: 'Ticket taken', ticket_called: 'Ticket called', ticket_answered: 'Call answered',
     ticket_recalled: 'Ticket recalled', ticket_skipped: 'Ticket skipped', ticket_completed: 'Ticket done', ticket_cancelled: 'Ticket cancelled', ticket_transferred: 'Ticket transferred', ticket_unanswered: 'Call unanswered',
     invite_created: 'Invite sent', invite_redeemed: 'Joined by invite', invite_revoked: 'Invite revoked', appointment_booked: 'Appointment booked', appointment_cancelled: 'Appointment cancelled',
-    appointment_checked_in: 'Checked in', appointment_no_show: 'Appointment missed',
+    appointment_checked_in: 'Checked in', appointment_no_show: 'Appointment missed', ticket_absent: 'Applicant absent', ticket_requeued: 'Back to the line',
   },
   sessionKinds: { call: 'Call', consultation: 'Consultation', inspection: 'Site inspection' },
   availability: { available: 'Available', busy: 'Busy', unavailable: 'Unavailable' },
@@ -76,6 +78,10 @@ const en: typeof zh = {
     title: 'Dashboard', alerts: 'Wait alerts', ack: 'Acknowledge', acked: 'Acknowledged', noAlerts: 'No alerts', tidal: 'Open tidal window', until: 'Open until', opened: 'Tidal window opened',
     noDepartments: 'No departments under your supervision', today: 'Today: {y} yellow, {r} red warnings, {w} wait timeouts', waitTimeout: '{number} has waited {min} min',
     statusAlert: 'Queue status turned {colour}',
+  },
+  ring: {
+    title: 'Incoming call from a cloud window', window: 'Window: {name}', department: 'Department: {name}', countdown: 'Answer within {s} s', answer: 'Answer',
+    tabTitle: '[Call] {number}', more: '{n} more calls waiting', withdrawn: 'The call for {number} has ended',
   },
 }
 export default en

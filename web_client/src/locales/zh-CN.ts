@@ -32,6 +32,8 @@ export default {
     gaveUp: '{number} 多次无人接听，已记为过号', tidalClosed: '潮汐窗口已到时关闭', noWindows: '本部门还没有云窗口', tidal: '潮汐窗口', pause: '暂停叫号',
     resume: '恢复叫号', signOut: '退出窗口', current: '当前号码', toCall: '进入通话', number: '号码', place: '位次', estimateCol: '预计等待',
     figures: '排队 {n} 人 · 最长等待 {min} 分钟', toDepartment: '转至部门', cancel: '取消排队', cancelled: '已取消排队', missed: '未接听，号码已放回队首，请留意下次呼叫',
+    absent: '申请人未到', absentTitle: '申请人未进入通话', requeue: '放回队列（保留原位次）', noShow: '记为过号', absentReason: '过号原因',
+    requeued: '{number} 已放回队列', noShowDone: '{number} 已记为过号', waitJoin: '申请人尚未进入通话，暂不能受理或办结', joined: '申请人已进入通话',
   },
   call: {
     title: '视频办理', join: '进入通话', leave: '离开', mic: '麦克风', camera: '摄像头', micOff: '静音', cameraOff: '关闭摄像头', share: '共享屏幕', stopShare: '停止共享',
@@ -53,7 +55,7 @@ export default {
     recording_job_done: '录像整理完成', recording_purged: '录像到期删除', ticket_taken: '取号', ticket_called: '叫号', ticket_answered: '接听',
     ticket_recalled: '重呼', ticket_skipped: '过号', ticket_completed: '办完', ticket_cancelled: '取消排队', ticket_transferred: '转办', ticket_unanswered: '无人接听',
     invite_created: '发出邀请', invite_redeemed: '通过邀请加入', invite_revoked: '撤销邀请', appointment_booked: '预约', appointment_cancelled: '取消预约',
-    appointment_checked_in: '预约签到', appointment_no_show: '预约爽约',
+    appointment_checked_in: '预约签到', appointment_no_show: '预约爽约', ticket_absent: '申请人未到', ticket_requeued: '放回队列',
   },
   sessionKinds: { call: '视频办理', consultation: '多人会商', inspection: '远程踏勘' },
   availability: { available: '可邀请', busy: '忙碌', unavailable: '暂不可用' },
@@ -75,5 +77,9 @@ export default {
     title: '监控大屏', alerts: '超时预警', ack: '确认', acked: '已确认', noAlerts: '暂无预警', tidal: '开潮汐窗口', until: '开放至', opened: '潮汐窗口已开放',
     noDepartments: '没有您负责的部门', today: '今日：黄色预警 {y} 次，红色预警 {r} 次，等候超时 {w} 次', waitTimeout: '{number} 已等候 {min} 分钟',
     statusAlert: '排队状态变为{colour}',
+  },
+  ring: {
+    title: '云窗口来电', window: '窗口：{name}', department: '部门：{name}', countdown: '请在 {s} 秒内接听', answer: '接听', tabTitle: '【来电】{number}',
+    more: '另有 {n} 个来电等待接听', withdrawn: '{number} 的呼叫已结束',
   },
 }
