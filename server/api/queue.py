@@ -463,10 +463,14 @@ async def _ticket_action(call: Call, action: str) -> TicketOut:
     "/tickets/{ticket_id}/answer",
     summary="Answer the ring: the point joins the session (service-point staff)",
     tags=["queue"],
-    response=TicketOut,
+    response=TicketCallOut,
 )
-async def answer_ticket(call: Call) -> TicketOut:
-    return await _ticket_action(call, "answer")
+async def answer_ticket(call: Call) -> TicketCallOut:
+    sv, out = call.services, Outbox()
+    async with sv.db.transaction() as s:
+        t, session_id = await sv.queue.answer(s, call.me, call.path_int("ticket_id"), out)
+    await sv.queue.publish(out)
+    return TicketCallOut(**ticket_out(t).model_dump(), session_id=session_id)
 
 
 @api.route(

@@ -723,17 +723,27 @@ class QueueService:
                 found[t.id] = await cases.joined_since(t.case_id, t.called_at, callflow.APPLICANT_ROLES)
         return found
 
-    async def answer(self, s: AsyncSession, principal: Principal, ticket_id: int, out: Outbox) -> Ticket:
-        """The point answers the ring: the ticket is being served."""
+    async def answer(self, s: AsyncSession, principal: Principal, ticket_id: int, out: Outbox) -> tuple[Ticket, int]:
+        """The point answers the ring: the ticket is being served; ``(ticket, call session to join)``.
+
+        The clerk may have left the call before the point answered (the session
+        then ends once empty): a serving ticket always has an open call to join.
+        """
         t = await self._ticket(s, principal, ticket_id, TicketAct.POINT)
         self._require_state(t, "called")
+        session = await SessionRepository(s).open_for_case(t.case_id)
+        if session is None or session.kind != "call":
+            session, _ = await self.sessions.open(s, principal, t.case_id, "call")
         t.state, t.served_at, t.ring_deadline = "serving", self.clock.now(), None
         await s.flush()
-        await audit.append(s, self.clock, t.case_id, principal, "ticket.answered", {"ticket_id": t.id})
-        out.add(f"user:{t.clerk_user_id}", "queue.answered", {"ticket": ticket_event(t)})
+        await audit.append(
+            s, self.clock, t.case_id, principal, "ticket.answered", {"ticket_id": t.id, "session_id": session.id}
+        )
+        data = {"ticket": ticket_event(t), "session_id": session.id}
+        out.add(f"user:{t.clerk_user_id}", "queue.answered", data)
         self._ring_ended(t, "called", "answered", out)
         out.changed(t.department_id)
-        return t
+        return t, session.id
 
     async def recall(self, s: AsyncSession, principal: Principal, ticket_id: int, out: Outbox) -> TicketCall:
         """Ring the point again (a fresh ring timeout)."""

@@ -198,9 +198,7 @@ class WindowRepository:
             return (await self.s.execute(stmt)).scalar_one_or_none()
         return await self.s.get(Window, window_id)
 
-    async def lock_for_call(
-        self, window_id: int
-    ) -> tuple[Window, int | None, QueuePolicy | None, Department] | None:
+    async def lock_for_call(self, window_id: int) -> tuple[Window, int | None, QueuePolicy | None, Department] | None:
         """The window, locked, the id of the ticket it has in hand (called or serving), its department's
         queue policy (None: the defaults) and the department, in one statement."""
         row = (await self.s.execute(_lock_for_call_stmt(), {"window_id": window_id})).one_or_none()

@@ -417,3 +417,18 @@ async def test_the_reported_defect_cannot_happen(world: World) -> None:
     assert (ticket["state"], ticket["end_reason"]) == ("done", "completed")
     called = await ok(await world.staff.get("/api/v1/tickets?state=called"))
     assert called["items"] == []
+
+
+async def test_answering_reopens_a_call_the_clerk_side_ended(world: World) -> None:
+    """A serving ticket always has an open call: answering after the call session ended gives a new one to join."""
+    a = await world.arrange("in_session+called")
+    await ok(await world.clerk.post(f"/api/v1/sessions/{a.session_id}/end"))
+    answered = await ok(await world.staff.post(f"/api/v1/tickets/{a.ticket_id}/answer"))
+    assert answered["state"] == "serving"
+    assert answered["session_id"] != a.session_id
+    sessions = await ok(await world.staff.get(f"/api/v1/cases/{a.case_id}/sessions"))
+    states = {x["id"]: x["state"] for x in sessions["items"]}
+    assert (states[a.session_id], states[answered["session_id"]]) == ("ended", "open")
+    # Without the session ending, the answer names the call the ring named.
+    b = await world.arrange("in_session+called")
+    assert (await ok(await world.staff.post(f"/api/v1/tickets/{b.ticket_id}/answer")))["session_id"] == b.session_id
