@@ -915,11 +915,12 @@ class QueueService:
         ringing ticket's ring is withdrawn everywhere.
         """
         effect = TicketEffect.KEEP
-        ticket: Ticket | None = None
+        # Ticket before case, the order every ticket action and the scanner take their locks in (no deadlock).
+        ticket = await TicketRepository(s).active_for_case(case_id, for_update=True)
 
         async def guard(case: Case) -> None:
             nonlocal effect, ticket
-            state = await callflow.call_state(s, case, lock_ticket=True)
+            state = await callflow.call_state(s, case)
             effect = callflow.case_move(case.state, body.to, state)
             ticket = state.ticket
 
