@@ -411,6 +411,12 @@ async def test_the_reported_defect_cannot_happen(world: World) -> None:
     assert ticket["ring"]["session_id"] == a.session_id
     assert ticket["ring"]["window"]["code"] == "D01-MZ-1"
     assert ticket["ring"]["department"]["code"] == "civil_affairs"
+    # A point that looks after the ring started finds it in its list; the pushed ring names the department too.
+    listed = await ok(await world.staff.get("/api/v1/tickets?state=called"))
+    assert [(x["id"], x["ring"]["session_id"]) for x in listed["items"]] == [(a.ticket_id, a.session_id)]
+    assert listed["items"][0]["ring_deadline"] is not None
+    rings = [d for d in world.notices.of("queue.ring") if d["ticket"]["id"] == a.ticket_id]
+    assert rings and rings[-1]["department"]["code"] == "civil_affairs"
     # The point answers and joins: now the decision is possible, and it ends the ticket in the same step.
     await ok(await world.staff.post(f"/api/v1/tickets/{a.ticket_id}/answer"))
     assert (await world.move(world.clerk, a.case_id, "accepted")).status == 409
