@@ -16,6 +16,7 @@ from server.services.documents import missing_required
 from server.services.identity import mask_id_number, mask_phone
 from server.services.policy import Action, may, may_inspect
 from server.services.principal import Role
+from server.services.queue import Outbox
 from server.storage.cases import CaseRepository
 from server.storage.experts import ExpertRepository
 from server.storage.sessions import SessionRepository
@@ -261,7 +262,7 @@ async def update_case(call: Call) -> CaseDetailOut:
     response=CaseDetailOut,
 )
 async def transition_case(call: Call) -> CaseDetailOut:
-    sv, case_id = call.services, call.path_int("case_id")
+    sv, case_id, out = call.services, call.path_int("case_id"), Outbox()
     async with sv.db.transaction() as s:
         complete: bool | None = None
         missing: list[str] = []
@@ -269,7 +270,10 @@ async def transition_case(call: Call) -> CaseDetailOut:
             view = await sv.cases.load(s, call.me, case_id, Action.READ)
             missing = missing_required(await sv.documents.checklist_status(s, view.case.matter_id, case_id))
             complete = not missing
-        view = await sv.cases.transition(s, call.me, case_id, call.body, checklist_complete=complete, missing=missing)
+        view = await sv.queue.move_case(
+            s, call.me, case_id, call.body, out, checklist_complete=complete, missing=missing
+        )
+    await sv.queue.publish(out)
     return await _detail(call, view)
 
 

@@ -17,10 +17,12 @@ from server.clock import UtcInstant
 from server.errors import ValidationFailed
 from server.services.appointments import AppointmentView, BookingCreate, SlotCreate
 from server.services.queue import (
+    AbsentBody,
     Board,
     Outbox,
     PolicyUpdate,
     ReportBucket,
+    RingInfo,
     Thresholds,
     TicketCall,
     TicketPosition,
@@ -67,6 +69,31 @@ class TicketOut(BaseModel):
     position: int | None = None
     #: Seconds, from the mean service time of recent tickets and the open windows.
     estimated_wait: int | None = None
+    #: While ``called``: what the point needs to answer (session to join, calling window and department).
+    ring: RingOut | None = None
+    #: While ``called`` or ``serving``: whether the applicant side (point staff or invited citizen) has joined
+    #: the call since the ticket was called; a case decision needs it (``applicant_not_joined``).
+    applicant_joined: bool | None = None
+
+
+class RingWindowOut(BaseModel):
+    id: int
+    code: str
+    name_zh: str
+    name_en: str
+
+
+class RingDepartmentOut(BaseModel):
+    id: int
+    code: str
+    name_zh: str
+    name_en: str
+
+
+class RingOut(BaseModel):
+    session_id: int | None
+    window: RingWindowOut
+    department: RingDepartmentOut
 
 
 class TicketCallOut(TicketOut):
@@ -243,10 +270,22 @@ class AppointmentQuery(BaseModel):
 # -- serialisation ----------------------------------------------------------------------------------------------------
 
 
-def ticket_out(t: Ticket, position: TicketPosition | None = None) -> TicketOut:
+def ticket_out(
+    t: Ticket,
+    position: TicketPosition | None = None,
+    ring: RingInfo | None = None,
+    joined: bool | None = None,
+) -> TicketOut:
     out = TicketOut.model_validate(t, from_attributes=True)
     if position is not None:
         out.position, out.estimated_wait = position.position, position.estimated_wait
+    if ring is not None:
+        out.ring = RingOut(
+            session_id=ring.session_id,
+            window=RingWindowOut.model_validate(ring.window, from_attributes=True),
+            department=RingDepartmentOut.model_validate(ring.department, from_attributes=True),
+        )
+    out.applicant_joined = joined
     return out
 
 
@@ -385,7 +424,14 @@ async def list_tickets(call: Call) -> Page[TicketOut]:
         raise ValidationFailed("unknown ticket state", code="invalid_query", details={"states": TICKET_STATES})
     async with sv.db.transaction() as s:
         rows, total = await sv.queue.search(s, call.me, states=states, limit=q.limit, offset=q.offset)
-    return Page[TicketOut](items=[ticket_out(t) for t in rows], total=total, limit=q.limit, offset=q.offset)
+        rings = await sv.queue.ring_info(s, rows)
+        joined = await sv.queue.joined_info(s, rows)
+    return Page[TicketOut](
+        items=[ticket_out(t, None, rings.get(t.id), joined.get(t.id)) for t in rows],
+        total=total,
+        limit=q.limit,
+        offset=q.offset,
+    )
 
 
 @api.route(
@@ -399,7 +445,9 @@ async def get_ticket(call: Call) -> TicketOut:
     sv = call.services
     async with sv.db.transaction() as s:
         view = await sv.queue.ticket_view(s, call.me, call.path_int("ticket_id"))
-    return ticket_out(view.ticket, view)
+        rings = await sv.queue.ring_info(s, [view.ticket])
+        joined = await sv.queue.joined_info(s, [view.ticket])
+    return ticket_out(view.ticket, view, rings.get(view.ticket.id), joined.get(view.ticket.id))
 
 
 async def _ticket_action(call: Call, action: str) -> TicketOut:
@@ -416,10 +464,14 @@ async def _ticket_action(call: Call, action: str) -> TicketOut:
     "/tickets/{ticket_id}/answer",
     summary="Answer the ring: the point joins the session (service-point staff)",
     tags=["queue"],
-    response=TicketOut,
+    response=TicketCallOut,
 )
-async def answer_ticket(call: Call) -> TicketOut:
-    return await _ticket_action(call, "answer")
+async def answer_ticket(call: Call) -> TicketCallOut:
+    sv, out = call.services, Outbox()
+    async with sv.db.transaction() as s:
+        t, session_id = await sv.queue.answer(s, call.me, call.path_int("ticket_id"), out)
+    await sv.queue.publish(out)
+    return TicketCallOut(**ticket_out(t).model_dump(), session_id=session_id)
 
 
 @api.route(
@@ -446,6 +498,22 @@ async def recall_ticket(call: Call) -> TicketCallOut:
 )
 async def skip_ticket(call: Call) -> TicketOut:
     return await _ticket_action(call, "skip")
+
+
+@api.route(
+    "POST",
+    "/tickets/{ticket_id}/absent",
+    summary="The applicant never came into the call: back to the line, or a no-show with a reason (the clerk)",
+    tags=["queue"],
+    body=AbsentBody,
+    response=TicketOut,
+)
+async def ticket_absent(call: Call) -> TicketOut:
+    sv, out = call.services, Outbox()
+    async with sv.db.transaction() as s:
+        t = await sv.queue.absent(s, call.me, call.path_int("ticket_id"), call.body, out)
+    await sv.queue.publish(out)
+    return ticket_out(t)
 
 
 @api.route(

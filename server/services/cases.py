@@ -9,6 +9,7 @@ in :data:`TRANSITIONS` and only on a case the actor may act on
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -301,7 +302,9 @@ class CaseService:
         *,
         checklist_complete: bool | None = None,
         missing: list[str] | None = None,
+        guard: Callable[[Case], Awaitable[None]] | None = None,
     ) -> CaseView:
+        """Move the case; ``guard`` (the call state machine) may still refuse once the move is legal for the case."""
         view = await self.load(s, principal, case_id, Action.TRANSITION, for_update=True)
         case = view.case
         if body.to not in STATES:
@@ -323,6 +326,8 @@ class CaseService:
                 code="checklist_incomplete",
                 details={"missing": missing or []},
             )
+        if guard is not None:
+            await guard(case)
         now = self.clock.now()
         previous = case.state
         case.state = body.to

@@ -37,13 +37,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.clock import Clock, UtcInstant
 from server.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
-from server.services import audit
+from server.services import audit, callflow
 from server.services.appointments import (
     QUEUEABLE_CASE_STATES,
     STAFF_ROLES,
     AppointmentService,
 )
-from server.services.cases import OPEN_STATES, CaseService, Transition
+from server.services.callflow import TicketEffect
+from server.services.cases import OPEN_STATES, CaseService, CaseView, Transition
 from server.services.policy import Action, CaseScope, may
 from server.services.principal import Principal, Role
 from server.services.sessions import SessionService
@@ -70,6 +71,7 @@ from server.storage.queue import (
     WaitingStats,
     WindowRepository,
 )
+from server.storage.sessions import SessionRepository
 from server.storage.users import UserRepository
 
 log = logging.getLogger("server.queue")
@@ -193,6 +195,15 @@ class TicketCall:
 
 
 @dataclass
+class RingInfo:
+    """What a point needs to answer a ringing ticket."""
+
+    session_id: int | None
+    window: Window
+    department: Department
+
+
+@dataclass
 class BoardEntry:
     ticket: LineTicket
     position: int
@@ -252,6 +263,15 @@ class TransferBody(BaseModel):
 
     department_id: int = Field(ge=1, le=2**31 - 1)
     reason: str | None = Field(default=None, max_length=500)
+
+
+class AbsentBody(BaseModel):
+    """The applicant never came into the call: back to the line, or a no-show with a reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["requeue", "no_show"]
+    reason: str | None = Field(default=None, min_length=1, max_length=500)
 
 
 class PolicyUpdate(BaseModel):
@@ -314,6 +334,19 @@ def window_event(w: Window) -> dict[str, Any]:
         "clerk_user_id": w.clerk_user_id,
         "tidal": w.tidal,
         "closes_at": _iso(w.closes_at),
+    }
+
+
+def department_event(d: Department) -> dict[str, Any]:
+    return {"id": d.id, "code": d.code, "name_zh": d.name_zh, "name_en": d.name_en}
+
+
+def ring_event(t: Ticket, session_id: int, window: Window, department: Department) -> dict[str, Any]:
+    return {
+        "ticket": ticket_event(t),
+        "session_id": session_id,
+        "window": window_event(window),
+        "department": department_event(department),
     }
 
 
@@ -604,7 +637,7 @@ class QueueService:
         locked = await WindowRepository(s).lock_for_call(window_id)
         if locked is None:
             raise NotFound("no such window", code="window_not_found")
-        window, current_id, policy = locked
+        window, current_id, policy, department = locked
         if window.state == "closed":
             raise Conflict("the window is closed", code="window_not_open", details={"state": window.state})
         if principal.user_id is None or window.clerk_user_id != principal.user_id:
@@ -648,8 +681,9 @@ class QueueService:
         session, _ = await self.sessions.open(s, principal, t.case_id, "call")
         case = await CaseRepository(s).get(t.case_id, for_update=True)  # locked by the session's opening: no query
         assert case is not None
-        if case.state == "submitted":
-            await self.cases.transition(s, principal, t.case_id, Transition(to="in_session"))
+        follow = callflow.case_after_ticket("waiting", "called", case.state)
+        if follow is not None:
+            await self.cases.transition(s, principal, t.case_id, Transition(to=follow))
         await audit.append(
             s,
             self.clock,
@@ -658,24 +692,58 @@ class QueueService:
             "ticket.called",
             {"ticket_id": t.id, "number": t.number, "window_id": window.id, "session_id": session.id},
         )
-        out.add(
-            f"unit:{t.unit_id}",
-            "queue.ring",
-            {"ticket": ticket_event(t), "session_id": session.id, "window": window_event(window)},
-        )
+        out.add(f"unit:{t.unit_id}", "queue.ring", ring_event(t, session.id, window, department))
         out.changed(t.department_id)
         return TicketCall(t, session.id, window)
 
-    async def answer(self, s: AsyncSession, principal: Principal, ticket_id: int, out: Outbox) -> Ticket:
-        """The point answers the ring: the ticket is being served."""
+    @staticmethod
+    def _ring_ended(t: Ticket, was: str, reason: str, out: Outbox, **extra: Any) -> None:
+        """Withdraw a ring everywhere: every way a ``called`` ticket stops ringing ends here."""
+        if was == "called":
+            out.add(f"unit:{t.unit_id}", "queue.ring_ended", {"ticket": ticket_event(t), "reason": reason, **extra})
+
+    async def ring_info(self, s: AsyncSession, tickets: Sequence[Ticket]) -> dict[int, RingInfo]:
+        """For ringing (``called``) tickets: the session to join, the window and department calling."""
+        found: dict[int, RingInfo] = {}
+        for t in tickets:
+            if t.state != "called" or t.window_id is None:
+                continue
+            window = await self._window(s, t.window_id, for_update=False)
+            department = await self._department(s, t.department_id)
+            session = await SessionRepository(s).open_for_case(t.case_id)
+            found[t.id] = RingInfo(session.id if session is not None else None, window, department)
+        return found
+
+    async def joined_info(self, s: AsyncSession, tickets: Sequence[Ticket]) -> dict[int, bool]:
+        """For tickets in a call (``called``/``serving``): whether the applicant side has joined it."""
+        found: dict[int, bool] = {}
+        cases = CaseRepository(s)
+        for t in tickets:
+            if t.state in callflow.IN_CALL and t.called_at is not None:
+                found[t.id] = await cases.joined_since(t.case_id, t.called_at, callflow.APPLICANT_ROLES)
+        return found
+
+    async def answer(self, s: AsyncSession, principal: Principal, ticket_id: int, out: Outbox) -> tuple[Ticket, int]:
+        """The point answers the ring: the ticket is being served; ``(ticket, call session to join)``.
+
+        The clerk may have left the call before the point answered (the session
+        then ends once empty): a serving ticket always has an open call to join.
+        """
         t = await self._ticket(s, principal, ticket_id, TicketAct.POINT)
         self._require_state(t, "called")
+        session = await SessionRepository(s).open_for_case(t.case_id)
+        if session is None or session.kind != "call":
+            session, _ = await self.sessions.open(s, principal, t.case_id, "call")
         t.state, t.served_at, t.ring_deadline = "serving", self.clock.now(), None
         await s.flush()
-        await audit.append(s, self.clock, t.case_id, principal, "ticket.answered", {"ticket_id": t.id})
-        out.add(f"user:{t.clerk_user_id}", "queue.answered", {"ticket": ticket_event(t)})
+        await audit.append(
+            s, self.clock, t.case_id, principal, "ticket.answered", {"ticket_id": t.id, "session_id": session.id}
+        )
+        data = {"ticket": ticket_event(t), "session_id": session.id}
+        out.add(f"user:{t.clerk_user_id}", "queue.answered", data)
+        self._ring_ended(t, "called", "answered", out)
         out.changed(t.department_id)
-        return t
+        return t, session.id
 
     async def recall(self, s: AsyncSession, principal: Principal, ticket_id: int, out: Outbox) -> TicketCall:
         """Ring the point again (a fresh ring timeout)."""
@@ -688,11 +756,8 @@ class QueueService:
         t.ring_deadline = self.clock.now() + timedelta(seconds=limits.ring_timeout)
         await s.flush()
         await audit.append(s, self.clock, t.case_id, principal, "ticket.recalled", {"ticket_id": t.id})
-        out.add(
-            f"unit:{t.unit_id}",
-            "queue.ring",
-            {"ticket": ticket_event(t), "session_id": session.id, "window": window_event(window)},
-        )
+        department = await self._department(s, t.department_id)
+        out.add(f"unit:{t.unit_id}", "queue.ring", ring_event(t, session.id, window, department))
         return TicketCall(t, session.id, window)
 
     async def _finish(self, s: AsyncSession, t: Ticket, state: str, reason: str, out: Outbox) -> None:
@@ -709,16 +774,58 @@ class QueueService:
         """Nobody came: the called ticket becomes a no-show (过号)."""
         t = await self._ticket(s, principal, ticket_id, TicketAct.CLERK)
         self._require_state(t, "called")
-        await self._revert_case(s, principal, t, f"ticket {t.number} skipped")
+        await self._case_follows(s, principal, t, "no_show", f"ticket {t.number} skipped")
         await self._finish(s, t, "no_show", "skipped", out)
         await audit.append(s, self.clock, t.case_id, principal, "ticket.skipped", {"ticket_id": t.id})
         out.add(f"unit:{t.unit_id}", "queue.skipped", {"ticket": ticket_event(t)})
+        self._ring_ended(t, "called", "skipped", out)
         return t
+
+    async def absent(
+        self, s: AsyncSession, principal: Principal, ticket_id: int, body: AbsentBody, out: Outbox
+    ) -> Ticket:
+        """The applicant side never came into the call (申请人未到): back to the line at its place, or a no-show.
+
+        Allowed on a ``called`` or ``serving`` ticket (answered, but nobody from
+        the point joined); the case leaves the session (``submitted``) as for
+        any call that ends without a decision.  A no-show needs a reason; both
+        outcomes are audited with it.
+        """
+        t = await self._ticket(s, principal, ticket_id, TicketAct.CLERK)
+        self._require_state(t, "called", "serving")
+        if body.outcome == "no_show" and not body.reason:
+            raise ValidationFailed("a no-show needs a reason", code="reason_required")
+        was, clerk = t.state, t.clerk_user_id
+        to = "waiting" if body.outcome == "requeue" else "no_show"
+        await self._case_follows(s, principal, t, to, body.reason or f"ticket {t.number}: applicant absent")
+        if body.outcome == "requeue":
+            self._requeue(t)
+            await s.flush()
+            out.changed(t.department_id)
+        else:
+            await self._finish(s, t, "no_show", "absent", out)
+        details: dict[str, Any] = {"ticket_id": t.id, "number": t.number, "outcome": body.outcome, "from": was}
+        if body.reason:
+            details["reason"] = body.reason
+        await audit.append(s, self.clock, t.case_id, principal, "ticket.absent", details)
+        data = {"ticket": ticket_event(t), "outcome": body.outcome, "reason": body.reason}
+        out.add(f"unit:{t.unit_id}", "queue.absent", data)
+        if clerk is not None and clerk != principal.user_id:
+            out.add(f"user:{clerk}", "queue.absent", data)
+        self._ring_ended(t, was, "absent", out)
+        return t
+
+    @staticmethod
+    def _requeue(t: Ticket) -> None:
+        """Back to the line: ``order_key`` and ``waiting_since`` are kept, so it is at the head again."""
+        t.state = "waiting"
+        t.window_id = t.clerk_user_id = t.called_at = t.ring_deadline = t.served_at = None
 
     async def complete(self, s: AsyncSession, principal: Principal, ticket_id: int, out: Outbox) -> Ticket:
         """The ticket has been served (the case's own decision is made through the case API)."""
         t = await self._ticket(s, principal, ticket_id, TicketAct.CLERK)
         self._require_state(t, "serving")
+        await self._case_follows(s, principal, t, "done", f"ticket {t.number} served without a decision")
         await self._finish(s, t, "done", "completed", out)
         await audit.append(s, self.clock, t.case_id, principal, "ticket.completed", {"ticket_id": t.id})
         out.add(f"unit:{t.unit_id}", "queue.done", {"ticket": ticket_event(t)})
@@ -728,13 +835,13 @@ class QueueService:
         """The point gives up its place."""
         t = await self._ticket(s, principal, ticket_id, TicketAct.POINT)
         self._require_state(t, "waiting", "called")
-        clerk = t.clerk_user_id
-        if t.state == "called":
-            await self._revert_case(s, None, t, f"ticket {t.number} cancelled by the service point")
+        clerk, was = t.clerk_user_id, t.state
+        await self._case_follows(s, None, t, "cancelled", f"ticket {t.number} cancelled by the service point")
         await self._finish(s, t, "cancelled", "cancelled", out)
         await audit.append(s, self.clock, t.case_id, principal, "ticket.cancelled", {"ticket_id": t.id})
         if clerk is not None:
             out.add(f"user:{clerk}", "queue.cancelled", {"ticket": ticket_event(t), "reason": "cancelled"})
+        self._ring_ended(t, was, "cancelled", out)
         return t
 
     async def transfer(
@@ -749,7 +856,8 @@ class QueueService:
         if target.id == t.department_id:
             raise ValidationFailed("the ticket is already in this department", code="transfer_same_department")
         reason = body.reason or f"ticket {t.number} transferred"
-        await self._revert_case(s, principal, t, reason)
+        was = t.state
+        await self._case_follows(s, principal, t, "transferred", reason)
         old_department = t.department_id
         await self._finish(s, t, "transferred", "transferred", out)
         view = await self.cases.load(s, principal, t.case_id, Action.WRITE, for_update=True)
@@ -784,8 +892,69 @@ class QueueService:
             {"ticket_id": t.id, "new_ticket_id": new.id, "number": new.number, "department_id": target.id},
         )
         out.add(f"unit:{t.unit_id}", "queue.transferred", {"ticket": ticket_event(t), "new_ticket": ticket_event(new)})
+        self._ring_ended(t, was, "transferred", out)
         out.changed(target.id)
         return new
+
+    async def move_case(
+        self,
+        s: AsyncSession,
+        principal: Principal,
+        case_id: int,
+        body: Transition,
+        out: Outbox,
+        *,
+        checklist_complete: bool | None = None,
+        missing: list[str] | None = None,
+    ) -> CaseView:
+        """A case move through the API, checked against the case's ticket and call (``server.services.callflow``).
+
+        The ticket follows in the same transaction: a decided or closed case
+        ends its ticket (``done`` if it was being served, else ``cancelled``),
+        a case sent back from the session puts its ticket back in line; a
+        ringing ticket's ring is withdrawn everywhere.
+        """
+        effect = TicketEffect.KEEP
+        # Ticket before case, the order every ticket action and the scanner take their locks in (no deadlock).
+        ticket = await TicketRepository(s).active_for_case(case_id, for_update=True)
+
+        async def guard(case: Case) -> None:
+            nonlocal effect, ticket
+            state = await callflow.call_state(s, case)
+            effect = callflow.case_move(case.state, body.to, state)
+            ticket = state.ticket
+
+        view = await self.cases.transition(
+            s, principal, case_id, body, checklist_complete=checklist_complete, missing=missing, guard=guard
+        )
+        if ticket is not None and effect is not TicketEffect.KEEP:
+            await self._ticket_follows(s, principal, ticket, effect, body.to, out)
+        return view
+
+    async def _ticket_follows(
+        self, s: AsyncSession, principal: Principal, t: Ticket, effect: TicketEffect, case_to: str, out: Outbox
+    ) -> None:
+        was, clerk = t.state, t.clerk_user_id
+        reason = f"case_{case_to}"
+        if effect is TicketEffect.REQUEUE:
+            self._requeue(t)
+            await s.flush()
+            out.changed(t.department_id)
+            action, event = "ticket.requeued", "queue.requeued"
+        else:
+            state = "done" if effect is TicketEffect.DONE else "cancelled"
+            await self._finish(s, t, state, "completed" if state == "done" else "case_closed", out)
+            action, event = (
+                ("ticket.completed", "queue.done") if state == "done" else ("ticket.cancelled", "queue.cancelled")
+            )
+        await audit.append(
+            s, self.clock, t.case_id, principal, action, {"ticket_id": t.id, "from": was, "reason": reason}
+        )
+        data = {"ticket": ticket_event(t), "reason": reason}
+        out.add(f"unit:{t.unit_id}", event, data)
+        if clerk is not None and clerk != principal.user_id:
+            out.add(f"user:{clerk}", event, data)
+        self._ring_ended(t, was, reason, out)
 
     async def _clerk_principal(self, s: AsyncSession, user_id: int | None) -> Principal | None:
         """The clerk who called a ticket, to undo that call's case move when no request is behind the change."""
@@ -804,11 +973,15 @@ class QueueService:
             session_id="queue",
         )
 
-    async def _revert_case(self, s: AsyncSession, actor: Principal | None, t: Ticket, reason: str) -> None:
-        """A call moved the case into ``in_session``; the call ended unserved, so move it back to ``submitted``."""
+    async def _case_follows(self, s: AsyncSession, actor: Principal | None, t: Ticket, to: str, reason: str) -> None:
+        """Move the case as the state machine says for the ticket's move from its current state to ``to``.
+
+        A call moved the case into ``in_session``; a call that ends without a
+        decision moves it back to ``submitted`` (``callflow.case_after_ticket``).
+        """
         # Locked now: the ticket's end is audited on the case anyway, which takes this lock.
         case = await CaseRepository(s).get(t.case_id, for_update=True)
-        if case is None or case.state != "in_session" or t.state not in ("called", "serving"):
+        if case is None or callflow.case_after_ticket(t.state, to, case.state) != "submitted":
             return
         principal = actor if actor is not None and actor.role in (Role.CLERK, Role.ADMIN) else None
         principal = principal or await self._clerk_principal(s, t.clerk_user_id)
@@ -1201,9 +1374,11 @@ class QueueService:
         limit = self.settings.max_unanswered
         for t in await TicketRepository(s).ring_due(now, self.settings.scan_batch):
             clerk, window_id = t.clerk_user_id, t.window_id
-            await self._revert_case(s, None, t, f"ticket {t.number}: nobody answered")
+            give_up = limit > 0 and t.unanswered + 1 >= limit
+            await self._case_follows(
+                s, None, t, "no_show" if give_up else "waiting", f"ticket {t.number}: nobody answered"
+            )
             t.unanswered += 1
-            give_up = limit > 0 and t.unanswered >= limit
             t.window_id = t.clerk_user_id = t.called_at = t.ring_deadline = None
             if give_up:
                 t.state, t.end_reason, t.finished_at = "no_show", "unanswered", now
@@ -1221,7 +1396,9 @@ class QueueService:
             data = {"ticket": ticket_event(t), "window_id": window_id, "no_show": give_up}
             if clerk is not None:
                 out.add(f"user:{clerk}", "queue.unanswered", data)
-            out.add(f"unit:{t.unit_id}", "queue.ring_ended", data)
+            self._ring_ended(
+                t, "called", "no_show" if give_up else "unanswered", out, window_id=window_id, no_show=give_up
+            )
             out.changed(t.department_id)
             out.count("unanswered")
             if window_id is not None:

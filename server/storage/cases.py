@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -190,6 +191,24 @@ class CaseRepository:
     async def audit(self, case_id: int) -> Sequence[CaseAuditEntry]:
         stmt = select(CaseAuditEntry).where(CaseAuditEntry.case_id == case_id).order_by(CaseAuditEntry.seq)
         return (await self.s.execute(stmt)).scalars().all()
+
+    async def joined_since(self, case_id: int, since: datetime, roles: Sequence[str]) -> bool:
+        """Whether someone in one of ``roles`` joined a media session of the case at or after ``since``.
+
+        Joins are written to the audit by the signalling callback (``session.joined``); the audit is the
+        durable record the call state machine reads (``server.services.callflow``).
+        """
+        stmt = (
+            select(CaseAuditEntry.id)
+            .where(
+                CaseAuditEntry.case_id == case_id,
+                CaseAuditEntry.action == "session.joined",
+                CaseAuditEntry.actor_role.in_(list(roles)),
+                CaseAuditEntry.at >= since,
+            )
+            .limit(1)
+        )
+        return (await self.s.execute(stmt)).first() is not None
 
     async def audited_case_ids(self) -> Sequence[int]:
         stmt = select(CaseAuditEntry.case_id).distinct().order_by(CaseAuditEntry.case_id)

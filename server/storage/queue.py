@@ -120,7 +120,7 @@ class WaitingStats:
 
 
 @cache
-def _lock_for_call_stmt() -> Select[Window, int, QueuePolicy]:
+def _lock_for_call_stmt() -> Select[Window, int, QueuePolicy, Department]:
     current = (
         select(Ticket.id)
         .where(Ticket.window_id == Window.id, Ticket.state.in_(("called", "serving")))
@@ -128,8 +128,10 @@ def _lock_for_call_stmt() -> Select[Window, int, QueuePolicy]:
         .scalar_subquery()
     )
     scope = literal("department:", String) + cast(Window.department_id, String)
+    # The department rides along (into the session's identity map): the ring names it, at no extra round trip.
     return (
-        select(Window, current, QueuePolicy)
+        select(Window, current, QueuePolicy, Department)
+        .join(Department, Department.id == Window.department_id)
         .outerjoin(QueuePolicy, QueuePolicy.scope == scope)
         .where(Window.id == bindparam("window_id"))
         .with_for_update(of=Window)
@@ -196,13 +198,13 @@ class WindowRepository:
             return (await self.s.execute(stmt)).scalar_one_or_none()
         return await self.s.get(Window, window_id)
 
-    async def lock_for_call(self, window_id: int) -> tuple[Window, int | None, QueuePolicy | None] | None:
-        """The window, locked, the id of the ticket it has in hand (called or serving) and its department's
-        queue policy (None: the defaults), in one statement."""
+    async def lock_for_call(self, window_id: int) -> tuple[Window, int | None, QueuePolicy | None, Department] | None:
+        """The window, locked, the id of the ticket it has in hand (called or serving), its department's
+        queue policy (None: the defaults) and the department, in one statement."""
         row = (await self.s.execute(_lock_for_call_stmt(), {"window_id": window_id})).one_or_none()
         if row is None:
             return None
-        return row[0], int(row[1]) if row[1] is not None else None, row[2]
+        return row[0], int(row[1]) if row[1] is not None else None, row[2], row[3]
 
     async def of_clerk(self, user_id: int) -> Window | None:
         return (await self.s.execute(select(Window).where(Window.clerk_user_id == user_id))).scalar_one_or_none()
@@ -309,6 +311,17 @@ class TicketRepository:
         stmt = select(Ticket).where(
             Ticket.matter_id == matter_id, Ticket.id_hash == id_hash, Ticket.state.in_(ACTIVE_TICKET_STATES)
         )
+        return (await self.s.execute(stmt)).scalars().first()
+
+    async def active_for_case(self, case_id: int, *, for_update: bool = False) -> Ticket | None:
+        """The case's ticket that holds a place (waiting, called or serving), if any (at most one by design)."""
+        stmt = (
+            select(Ticket)
+            .where(Ticket.case_id == case_id, Ticket.state.in_(ACTIVE_TICKET_STATES))
+            .order_by(Ticket.id.desc())
+        )
+        if for_update:
+            stmt = stmt.with_for_update()
         return (await self.s.execute(stmt)).scalars().first()
 
     async def current_at_window(self, window_id: int) -> Ticket | None:

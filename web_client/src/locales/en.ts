@@ -35,6 +35,8 @@ const en: typeof zh = {
     gaveUp: '{number} went unanswered too often and is a no-show', tidalClosed: 'Your tidal window has closed at the end of its period', noWindows: 'Your department has no cloud windows yet', tidal: 'Tidal window', pause: 'Pause calling',
     resume: 'Resume calling', signOut: 'Sign out of window', current: 'Current ticket', toCall: 'Go to the call', number: 'Ticket', place: 'Place', estimateCol: 'Estimated wait',
     figures: '{n} waiting · longest {min} min', toDepartment: 'To department', cancel: 'Leave the queue', cancelled: 'You left the queue', missed: 'Call missed: the ticket is back at the head of the line, watch for the next call',
+    absent: 'Applicant absent', absentTitle: 'The applicant has not joined the call', requeue: 'Back to the line (keeps the place)', noShow: 'Mark as no-show', absentReason: 'Reason for the no-show',
+    requeued: '{number} is back in the line', noShowDone: '{number} marked as no-show', waitJoin: 'The applicant has not joined the call yet: accepting or completing is not possible', joined: 'The applicant is in the call',
   },
   call: {
     title: 'Video session', join: 'Join', leave: 'Leave', mic: 'Microphone', camera: 'Camera', micOff: 'Mute', cameraOff: 'Camera off', share: 'Share screen', stopShare: 'Stop sharing',
@@ -65,6 +67,7 @@ const en: typeof zh = {
     invite_created: 'Invite sent', invite_redeemed: 'Joined by invite', invite_revoked: 'Invite revoked', appointment_booked: 'Appointment booked', appointment_cancelled: 'Appointment cancelled',
     appointment_checked_in: 'Checked in', appointment_no_show: 'Appointment missed',
     document_accepted: 'Material accepted in review', document_returned: 'Material returned for correction',
+    ticket_absent: 'Applicant absent', ticket_requeued: 'Back to the line',
   },
   sessionKinds: { call: 'Call', consultation: 'Consultation', inspection: 'Site inspection' },
   availability: { available: 'Available', busy: 'Busy', unavailable: 'Unavailable' },
@@ -95,6 +98,10 @@ const en: typeof zh = {
     reupload: 'Upload again', acceptedDone: 'Material accepted', returnedDone: 'Returned for correction', newUpload: 'New material: {item}',
     returnedNotice: '{item} was returned for correction: {reason}', superseded: 'A newer upload replaced this material', caseClosed: 'The case is closed: no more materials can be added',
     otherDocuments: 'Other materials',
+  },
+  ring: {
+    title: 'Incoming call from a cloud window', window: 'Window: {name}', department: 'Department: {name}', countdown: 'Answer within {s} s', answer: 'Answer',
+    tabTitle: '[Call] {number}', more: '{n} more calls waiting', withdrawn: 'The call for {number} has ended',
   },
 }
 export default en

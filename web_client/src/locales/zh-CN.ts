@@ -34,6 +34,8 @@ export default {
     gaveUp: '{number} 多次无人接听，已记为过号', tidalClosed: '潮汐窗口已到时关闭', noWindows: '本部门还没有云窗口', tidal: '潮汐窗口', pause: '暂停叫号',
     resume: '恢复叫号', signOut: '退出窗口', current: '当前号码', toCall: '进入通话', number: '号码', place: '位次', estimateCol: '预计等待',
     figures: '排队 {n} 人 · 最长等待 {min} 分钟', toDepartment: '转至部门', cancel: '取消排队', cancelled: '已取消排队', missed: '未接听，号码已放回队首，请留意下次呼叫',
+    absent: '申请人未到', absentTitle: '申请人未进入通话', requeue: '放回队列（保留原位次）', noShow: '记为过号', absentReason: '过号原因',
+    requeued: '{number} 已放回队列', noShowDone: '{number} 已记为过号', waitJoin: '申请人尚未进入通话，暂不能受理或办结', joined: '申请人已进入通话',
   },
   call: {
     title: '视频办理', join: '进入通话', leave: '离开', mic: '麦克风', camera: '摄像头', micOff: '静音', cameraOff: '关闭摄像头', share: '共享屏幕', stopShare: '停止共享',
@@ -64,6 +66,7 @@ export default {
     invite_created: '发出邀请', invite_redeemed: '通过邀请加入', invite_revoked: '撤销邀请', appointment_booked: '预约', appointment_cancelled: '取消预约',
     appointment_checked_in: '预约签到', appointment_no_show: '预约爽约',
     document_accepted: '材料预审通过', document_returned: '材料退回补正',
+    ticket_absent: '申请人未到', ticket_requeued: '放回队列',
   },
   sessionKinds: { call: '视频办理', consultation: '多人会商', inspection: '远程踏勘' },
   availability: { available: '可邀请', busy: '忙碌', unavailable: '暂不可用' },
@@ -94,5 +97,9 @@ export default {
     reupload: '重新上传', acceptedDone: '已通过该材料', returnedDone: '已退回补正', newUpload: '收到新材料：{item}',
     returnedNotice: '{item} 被退回补正：{reason}', superseded: '该材料已被重新上传的版本替代', caseClosed: '办件已结束，不能再添加材料',
     otherDocuments: '其他材料',
+  },
+  ring: {
+    title: '云窗口来电', window: '窗口：{name}', department: '部门：{name}', countdown: '请在 {s} 秒内接听', answer: '接听', tabTitle: '【来电】{number}',
+    more: '另有 {n} 个来电等待接听', withdrawn: '{number} 的呼叫已结束',
   },
 }
