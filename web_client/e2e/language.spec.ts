@@ -144,15 +144,23 @@ for (const lang of ['zh-CN', 'en'] as const) {
     await expect(clerk.page).toHaveURL(/#\/call\/\d+\?case=\d+&ticket=\d+/)
     await expect.poll(() => clerk.page.evaluate(() => Boolean((window as unknown as { __cw?: { state: { joined: boolean } } }).__cw?.state.joined))).toBe(true)
     await expect(clerk.page.locator('[data-test=participants]')).toBeVisible()
-    await check(clerk, 'call')
     const [, sessionId, ticketId] = clerk.page.url().match(/#\/call\/(\d+)\?case=\d+&ticket=(\d+)/)!
+    // The point joins the same session (straight to the call screen: the ring is not what this test is about).
+    await staff.page.goto(`/#/call/${sessionId}?case=${kase.id}`)
+    await expect(staff.page.locator('[data-test=participants]')).toContainText(/2/)
+    await expect(clerk.page.locator('[data-test=participants]')).toContainText(/2/)
+    await check(clerk, 'call (window)')
+    await check(staff, 'call (point)')
     await rest(clerk.page, 'POST', `/sessions/${sessionId}/end`)
-    await expect(clerk.page.locator('[data-test=ended]')).toContainText(say('callEnd.ended_by_host'))
-    // Nothing of the call is left on the screen.
-    await expect(clerk.page.locator('[data-test=recording]')).toHaveCount(0)
-    await expect(clerk.page.locator('[data-test=quality]')).toHaveCount(0)
-    await expect(clerk.page.locator('[data-test=participants]')).toHaveCount(0)
-    await check(clerk, 'end of call')
+    for (const side of [clerk, staff]) {
+      await expect(side.page.locator('[data-test=ended]')).toContainText(say('callEnd.ended_by_host'))
+      // Nothing of the call is left on either side: no recording mark, quality, people count or videos.
+      await expect(side.page.locator('[data-test=recording]')).toHaveCount(0)
+      await expect(side.page.locator('[data-test=quality]')).toHaveCount(0)
+      await expect(side.page.locator('[data-test=participants]')).toHaveCount(0)
+      await expect(side.page.locator('video')).toHaveCount(0)
+      await check(side, 'end of call')
+    }
     await rest(clerk.page, 'POST', `/tickets/${ticketId}/skip`) // the window is free for the next run
 
     // The supervisor's dashboard.
@@ -185,7 +193,7 @@ for (const lang of ['zh-CN', 'en'] as const) {
     await expect(phone.page.locator('[data-test=inspect-ended]')).toBeVisible()
     await check(phone, 'inspection phone, ended')
 
-    expect(seen.filter((s) => s.startsWith(`${lang}:`))).toHaveLength(14)
+    expect(seen.filter((s) => s.startsWith(`${lang}:`))).toHaveLength(16)
     for (const w of [staff, clerk, sup, guest, phone]) await w.page.context().close()
   })
 }
