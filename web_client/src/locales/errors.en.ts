@@ -164,6 +164,7 @@ export default {
       AbortError: 'Starting the device was interrupted; please try again',
       SecurityError: 'The browser\'s security settings do not allow this',
     },
+    geo: { unavailable: 'no position signal', timeout: 'locating timed out' },
     field: {
       missing: 'Required',
       string_too_short: 'Too short',

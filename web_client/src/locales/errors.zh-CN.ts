@@ -163,6 +163,7 @@ export default {
       AbortError: '设备启动被中断，请重试',
       SecurityError: '浏览器的安全设置不允许这样做',
     },
+    geo: { unavailable: '收不到定位信号', timeout: '定位超时' },
     field: {
       missing: '必填',
       string_too_short: '太短',
