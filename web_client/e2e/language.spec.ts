@@ -114,7 +114,7 @@ for (const lang of ['zh-CN', 'en'] as const) {
     await expect(idItem).toContainText(say('errors.fields.applicant_id_number'))
     const phoneItem = staff.page.locator('.el-form-item.is-error', { has: staff.page.locator(field('phone')) })
     await expect(phoneItem).toContainText(say('errors.fields.applicant_phone'))
-    await expect(staff.page.locator('.el-message')).toContainText(say('errors.fieldsInvalid'))
+    await expect(staff.page.locator('.el-message', { hasText: say('errors.fieldsInvalid') })).toBeVisible()
     await check(staff, 'new-case form refused')
     await staff.page.keyboard.press('Escape')
 
