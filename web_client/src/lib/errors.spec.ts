@@ -2,6 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { i18n } from '../i18n'
 import { ApiError } from './api'
 import { errorCode, errorText, fieldErrors, fieldProblems } from './errors'
+import { ask } from './realtime'
+import type { Socket } from 'socket.io-client'
 
 afterEach(() => {
   i18n.global.locale.value = 'zh-CN'
@@ -64,5 +66,21 @@ describe('field errors', () => {
     expect(zh.unit_code).toBe('必填')
     i18n.global.locale.value = 'en'
     expect(fieldErrors(validation).applicant_phone).toBe('Not a valid phone number')
+  })
+})
+
+describe('Socket.IO refusals through ask()', () => {
+  const socket = (answer: () => Promise<unknown>) => ({ timeout: () => ({ emitWithAck: answer }) }) as unknown as Socket
+
+  it('turns a refused ack into words by its code', async () => {
+    const e = await ask(socket(async () => ({ ok: false, error: { code: 'room_full', message: 'room is full' } })), 'session.join', {}).catch((x) => x)
+    expect(errorCode(e)).toBe('room_full')
+    expect(errorText(e)).toBe('会话人数已满')
+  })
+
+  it('turns a missing ack into the timeout code, not socket.io English', async () => {
+    const e = await ask(socket(() => Promise.reject(new Error('operation has timed out'))), 'chat.send', {}, 10).catch((x) => x)
+    expect(errorCode(e)).toBe('timeout')
+    expect(errorText(e)).toBe('服务器响应超时，请重试')
   })
 })
