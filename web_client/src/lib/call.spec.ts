@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { FATAL_MEDIA_ERRORS, isWaiting, levelFromStats, mediaErrorCode, transportPolicy, levelToSend, moderatorOf, mutedOf, plan, quality, rms, withWaiter, withoutWaiter, type Participant } from './call'
+import { endKey, leftKey, FATAL_MEDIA_ERRORS, isWaiting, levelFromStats, mediaErrorCode, transportPolicy, levelToSend, moderatorOf, mutedOf, plan, quality, rms, withWaiter, withoutWaiter, type Participant } from './call'
 
 describe('plan', () => {
   it('splits the server offer into what to send and whose tracks arrive where', () => {
@@ -120,5 +120,26 @@ describe('media refusals', () => {
     expect(transportPolicy(store('all'))).toBe('all')
     expect(transportPolicy(store(null))).toBe('all')
     expect(transportPolicy(undefined)).toBe('all')
+  })
+})
+
+describe('end of the call in words', () => {
+  const keys = new Set(['callEnd.ended', 'callEnd.ended_by_host', 'callEnd.empty', 'callEnd.refused', 'callEnd.removed', 'callLeft.left', 'callLeft.disconnected'])
+  const has = (k: string) => keys.has(k)
+
+  it('prefers the server reason, then the client reason, then a plain end', () => {
+    expect(endKey('ended', 'ended_by_host', has)).toBe('callEnd.ended_by_host')
+    expect(endKey('ended', 'empty', has)).toBe('callEnd.empty')
+    expect(endKey('ended', 'some_future_reason', has)).toBe('callEnd.ended')
+    expect(endKey('refused', '', has)).toBe('callEnd.refused')
+    expect(endKey('removed', '', has)).toBe('callEnd.removed')
+    expect(endKey('', '', has)).toBe('callEnd.ended')
+  })
+
+  it('words who left, and says nothing for a rejoin', () => {
+    expect(leftKey('disconnected', has)).toBe('callLeft.disconnected')
+    expect(leftKey('unknown_reason', has)).toBe('callLeft.left')
+    expect(leftKey(undefined, has)).toBe('callLeft.left')
+    expect(leftKey('replaced', has)).toBeNull()
   })
 })

@@ -4,6 +4,7 @@
 import { reactive } from 'vue'
 import type { Socket } from 'socket.io-client'
 import { ask, type Ack } from './realtime'
+import { errorText } from './errors'
 
 export type Label = 'audio' | 'camera' | 'screen'
 
@@ -55,6 +56,21 @@ export interface Waiting {
 }
 
 export type EndReason = '' | 'ended' | 'refused' | 'removed'
+
+/**
+ * Catalogue key of the end-of-call sentence: the server's `session.ended` reason (`ended_by_host`, `empty`, and any
+ * later one, docs/protocol.md) when the catalogue words it, else the client's own reason, else a plain "ended".
+ */
+export function endKey(reason: EndReason | string, detail: string, has: (key: string) => boolean): string {
+  for (const r of [detail, reason]) if (r && has(`callEnd.${r}`)) return `callEnd.${r}`
+  return 'callEnd.ended'
+}
+
+/** Catalogue key of the notice when someone else leaves (`participant.left` reason); null when there is nothing to say. */
+export function leftKey(reason: string | undefined, has: (key: string) => boolean): string | null {
+  if (reason === 'replaced') return null // the same person rejoined: 'participant.joined' follows at once
+  return reason && has(`callLeft.${reason}`) ? `callLeft.${reason}` : 'callLeft.left'
+}
 
 export interface Offer {
   sdp: string
@@ -220,6 +236,10 @@ export class CallClient {
     muted: {} as Record<string, boolean>,
     /** Why the session ended for me: 'ended' (host or timeout), 'refused' (not admitted), 'removed'. */
     endReason: '' as EndReason,
+    /** The server's reason with `session.ended` (`ended_by_host`, `empty`, ...), '' otherwise. */
+    endDetail: '',
+    /** The last other participant who left, with the `participant.left` reason, for a one-line notice. */
+    left: null as { name: string; reason: string } | null,
     tiles: [] as Tile[],
     chat: [] as ChatLine[],
     sharing: false,
@@ -259,7 +279,9 @@ export class CallClient {
       this.state.participants = [...this.state.participants.filter((p) => p.participant_id !== d.participant.participant_id), d.participant]
       this.state.muted = { ...this.state.muted, [d.participant.participant_id]: Boolean(d.participant.muted) }
     })
-    this.on('participant.left', (d: { participant_id: string }) => {
+    this.on('participant.left', (d: { participant_id: string; reason?: string }) => {
+      const gone = this.state.participants.find((p) => p.participant_id === d.participant_id)
+      if (gone && d.reason !== 'replaced') this.state.left = { name: gone.display_name, reason: d.reason ?? 'left' }
       this.state.participants = this.state.participants.filter((p) => p.participant_id !== d.participant_id)
       this.state.tiles = this.state.tiles.filter((t) => t.participantId !== d.participant_id)
       const { [d.participant_id]: _gone, ...rest } = this.state.muted
@@ -275,18 +297,13 @@ export class CallClient {
     this.on('speaker.active', (d: { participant_id: string | null }) => (this.state.speaker = d.participant_id ?? null))
     this.on('session.admitted', (ack: Entered) => {
       if (this.state.ended) return
-      this.enter(ack).catch((e: Error) => (this.state.error = e.message))
+      this.enter(ack).catch((e: Error) => (this.state.error = errorText(e)))
     })
     this.on('session.refused', () => this.end('refused'))
     this.on('session.removed', () => this.end('removed'))
     this.on('chat.message', (m: ChatLine) => this.state.chat.push(m))
     this.on('recording.state', (d: { recording: boolean }) => (this.state.recording = d.recording))
-    this.on('session.ended', () => {
-      this.state.ended = true
-      this.state.endReason = 'ended'
-      this.stopLevels()
-      this.closePc()
-    })
+    this.on('session.ended', (d: { reason?: string } | undefined) => this.end('ended', d?.reason ?? ''))
     this.on('media.state', (d: { state: string; reason?: string }) => {
       if (d.state !== 'failed') return
       const code = mediaErrorCode(d.reason)
@@ -375,12 +392,25 @@ export class CallClient {
   }
 
   /** Refused at the door or removed by a moderator: the session is over for me. */
-  private end(reason: EndReason): void {
+  private end(reason: EndReason, detail = ''): void {
     this.state.ended = true
     this.state.endReason = reason
+    this.state.endDetail = detail
     this.state.waiting = false
     this.state.joined = false
     this.state.reconnecting = false
+    // Nothing of the call stays on screen once it is over: no recording mark, quality, people or videos.
+    this.state.recording = false
+    this.state.quality = 'unknown'
+    this.state.participants = []
+    this.state.tiles = []
+    this.state.waiters = []
+    this.state.speaker = null
+    this.state.muted = {}
+    this.state.sharing = false
+    this.state.left = null
+    if (this.statsTimer) clearInterval(this.statsTimer)
+    this.statsTimer = null
     this.stopLevels()
     this.closePc()
     this.screen?.stop()
@@ -485,7 +515,7 @@ export class CallClient {
       const raw = (e as { code?: string }).code
       const code = mediaErrorCode(raw)
       if (code) this.mediaFailed(code)
-      else if (raw !== 'stale_answer') this.state.error = e.message
+      else if (raw !== 'stale_answer') this.state.error = errorText(e)
     })
     return this.chain
   }
@@ -573,7 +603,7 @@ export class CallClient {
             await this.join()
             return
           } catch (e) {
-            this.state.error = (e as Error).message
+            this.state.error = errorText(e)
           }
         }
         await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 5000)))
@@ -643,6 +673,7 @@ export class CallClient {
           received += s.packetsReceived ?? 0
         }
       })
+      if (this.state.ended || pc !== this.pc) return // a report that finished after the call ended
       this.state.quality = quality(rtt, received + lost > 0 ? lost / (received + lost) : null)
     }, 2000)
   }

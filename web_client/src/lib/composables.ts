@@ -4,6 +4,7 @@ import { onMounted, onUnmounted, ref, type Ref } from 'vue'
 import { ElMessage } from 'element-plus'
 import { i18n } from '../i18n'
 import { realtime } from './realtime'
+import { errorText } from './errors'
 
 type Handler = (...args: any[]) => void
 
@@ -31,7 +32,7 @@ export function useAction(after: () => Promise<unknown>): {
       if (done) ElMessage.success(done)
       return out
     } catch (e) {
-      ElMessage.error(i18n.global.t('common.error', { msg: (e as Error).message }))
+      ElMessage.error(i18n.global.t('common.error', { msg: errorText(e) }))
       return undefined
     } finally {
       busy.value = false

@@ -35,7 +35,13 @@ export interface Ack {
 
 /** Send ``event`` and wait for its ack; a refusal becomes an ApiError with the server's code. */
 export async function ask<T extends Ack = Ack>(sock: Socket, event: string, payload: object, timeoutMs = 15000): Promise<T> {
-  const ack = (await sock.timeout(timeoutMs).emitWithAck(event, payload)) as T
+  // No ack in time (socket.io rejects with a plain Error): the code 'timeout', so the user reads it in words.
+  const ack = (await sock
+    .timeout(timeoutMs)
+    .emitWithAck(event, payload)
+    .catch(() => {
+      throw new ApiError(0, 'timeout', `${event}: no acknowledgement within ${timeoutMs} ms`)
+    })) as T
   if (!ack.ok) throw new ApiError(0, ack.error?.code ?? 'error', ack.error?.message ?? 'refused')
   return ack
 }

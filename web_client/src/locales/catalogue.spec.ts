@@ -93,4 +93,20 @@ describe('message catalogues', () => {
       for (const v of values) expect(ZH.has(`${family}.${v}`), `${family}.${v}`).toBe(true)
     }
   })
+
+  it('word every reason a call can end or a participant can leave with (read from the server source)', () => {
+    const read = (file: string) => readFileSync(join(ROOT, file), 'utf8')
+    const signalling = read('signalling/server.py')
+    const left = new Set([...signalling.matchAll(/_remove\([^)]*reason="([a-z_]+)"/g)].map((m) => m[1]))
+    const ended = new Set<string>()
+    for (const file of ['signalling/server.py', 'server/api/sessions.py', 'server/services/realtime.py']) {
+      for (const m of read(file).matchAll(/(?:end_session|_end_local|sessions\.end)\([^)]*?"([a-z_]+)"\)/g)) ended.add(m[1])
+    }
+    expect(left.size, 'participant.left reasons found').toBeGreaterThan(4)
+    expect(ended.size, 'session.ended reasons found').toBeGreaterThan(1)
+    left.delete('replaced') // a rejoin: no notice (lib/call.ts leftKey)
+    for (const r of left) expect(ZH.has(`callLeft.${r}`), `callLeft.${r}`).toBe(true)
+    for (const r of ended) expect(ZH.has(`callEnd.${r}`), `callEnd.${r}`).toBe(true)
+    for (const r of ['ended', 'refused', 'removed']) expect(ZH.has(`callEnd.${r}`), `callEnd.${r}`).toBe(true)
+  })
 })

@@ -1,9 +1,11 @@
 // English. Must have exactly the keys of zh-CN.ts (checked by src/locales/catalogue.spec.ts).
 import type zh from './zh-CN'
 import field from './field.en'
+import errors from './errors.en'
 
 const en: typeof zh = {
   ...field,
+  ...errors,
   app: { title: 'CloudWindow', subtitle: 'Remote assistance · Remote inspection', language: 'Language', logout: 'Log out', nav: 'Navigation' },
   nav: { cases: 'Cases', window: 'My window', dashboard: 'Dashboard' },
   login: { title: 'Log in', username: 'Username', password: 'Password', submit: 'Log in', failed: 'Login failed: {msg}', required: 'Enter your username and password' },

@@ -1,8 +1,10 @@
 // 简体中文（默认）。en.ts 必须有完全相同的键：src/locales/catalogue.spec.ts 检查两份目录和代码里用到的每个键。
 import field from './field.zh-CN'
+import errors from './errors.zh-CN'
 
 export default {
   ...field,
+  ...errors,
   app: { title: '云窗口', subtitle: '远程帮办 · 远程踏勘', language: '语言', logout: '退出登录', nav: '导航' },
   nav: { cases: '办件', window: '我的窗口', dashboard: '监控大屏' },
   login: { title: '登录', username: '用户名', password: '密码', submit: '登录', failed: '登录失败：{msg}', required: '请输入用户名和密码' },
