@@ -174,8 +174,9 @@ async def read_json(request: web.Request) -> Any:
     try:
         check_structure(data)
     except StructureRefused as exc:
-        code = "json_too_deep" if exc.reason == "too_deep" else "validation_error"
-        raise ValidationFailed(str(exc), code=code, details={"at": exc.path}) from None
+        if exc.reason == "too_deep":
+            raise ValidationFailed(str(exc), code="json_too_deep", details={"at": exc.path}) from None
+        raise ValidationFailed(str(exc), code="validation_error", details={"at": exc.path}) from None
     return data
 
 

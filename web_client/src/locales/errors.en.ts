@@ -7,6 +7,16 @@ export default {
     withStatus: 'That did not work (error code: {code}, status {status})',
     fieldsInvalid: 'Please check the marked fields',
     codes: {
+      // added at the merge (issues 17/19)
+      applicant_not_joined: 'The applicant has not joined the call yet: accept or reject once they have, or choose "Applicant absent"',
+      document_superseded: 'This material was replaced by a newer upload; review the newest one',
+      image_undecodable: 'The picture cannot be opened (damaged or incomplete file); take or scan it again',
+      inspector_invite_forbidden: 'Only the inspecting department may invite an inspector',
+      json_too_deep: 'The data sent is nested too deeply to process',
+      no_allowed_candidate: 'No audio/video connection: none of this computer\'s network addresses is in a network the server accepts',
+      review_not_allowed: 'You may not review the materials of this case',
+      review_reason_required: 'Say why the material is returned for correction',
+      review_reason_too_long: 'The reason is too long (at most 500 characters)',
       // login and identity
       auth_required: 'Please log in first',
       token_invalid: 'Your login is not valid; please log in again',

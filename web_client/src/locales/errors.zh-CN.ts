@@ -6,6 +6,16 @@ export default {
     withStatus: '操作未成功（错误代码：{code}，状态 {status}）',
     fieldsInvalid: '请检查标红的填写项',
     codes: {
+      // 合并时补充（issue 17/19）
+      applicant_not_joined: '申请人一方尚未进入视频，不能受理或退回；请等待申请人进入，或选择“申请人未到”',
+      document_superseded: '该材料已被重新上传的版本替代，请审核最新版本',
+      image_undecodable: '图片无法打开（文件损坏或不完整），请重新拍摄或扫描后上传',
+      inspector_invite_forbidden: '只有负责踏勘的部门可以邀请踏勘人员',
+      json_too_deep: '提交的数据层级过深，无法处理',
+      no_allowed_candidate: '无法建立音视频连接：本机的网络地址都不在服务器允许的网络范围内',
+      review_not_allowed: '您不能审核这件办件的材料',
+      review_reason_required: '退回补正时请写明原因',
+      review_reason_too_long: '补正原因太长（不超过 500 字）',
       // 登录与身份
       auth_required: '请先登录',
       token_invalid: '登录信息无效，请重新登录',
