@@ -8,6 +8,7 @@ fact is written to the case audit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -153,7 +154,7 @@ class SessionService:
         session_id: int | None,
         limit: int,
         offset: int,
-    ) -> tuple[list[ChatMessage], int]:
+    ) -> tuple[Sequence[ChatMessage], int]:
         """A page of the case's chat transcript, oldest first, and the number of messages in all.
 
         Whoever may read the case reads its chat (the same check as ``GET /cases/{id}``, so an
@@ -167,15 +168,15 @@ class SessionService:
             if row is None or row.case_id != case_id:
                 raise NotFound("no such session in this case", code="session_not_found")
         rows, total = await repo.chat_page(case_id, session_id=session_id, limit=limit, offset=offset)
-        return list(rows), total
+        return rows, total
 
     async def list_page(
         self, s: AsyncSession, principal: Principal, case_id: int, *, limit: int, offset: int
-    ) -> tuple[list[MediaSession], int]:
+    ) -> tuple[Sequence[MediaSession], int]:
         """A page of the case's sessions, oldest first, and how many there are."""
         await self.cases.load(s, principal, case_id, Action.READ)
         rows, total = await SessionRepository(s).page_for_case(case_id, limit=limit, offset=offset)
-        return list(rows), total
+        return rows, total
 
     async def add_chat(self, s: AsyncSession, principal: Principal, session_id: int, text: str) -> ChatMessage:
         row = await SessionRepository(s).get(session_id)
