@@ -33,7 +33,9 @@ Emit = Callable[[str, dict[str, Any], str], Awaitable[None]]
 
 
 def offer_wire(offer: MediaOffer) -> dict[str, Any]:
+    """``Offer`` on the wire; ``participant_id`` names the join it is for (a client ignores any other's)."""
     return {
+        "participant_id": offer.participant_id,
         "sdp": offer.sdp,
         "revision": offer.revision,
         "publish": dict(offer.publish),
@@ -92,7 +94,7 @@ class _RoomPump:
         elif isinstance(event, PeerStateChanged):
             p = live.participants.get(event.participant_id)
             if p is not None and event.state in ("failed", "closed"):
-                await self.emit("media.state", {"state": event.state}, p.sid)
+                await self.emit("media.state", {"state": event.state, "participant_id": p.participant_id}, p.sid)
 
     async def stop(self) -> None:
         self.task.cancel()
