@@ -77,5 +77,7 @@ const en: typeof zh = {
     noDepartments: 'No departments under your supervision', today: 'Today: {y} yellow, {r} red warnings, {w} wait timeouts', waitTimeout: '{number} has waited {min} min',
     statusAlert: 'Queue status turned {colour}',
   },
+  chat: { title: 'Chat transcript', empty: 'No messages', session: 'Session {id}', refresh: 'Refresh' },
+  place: { centre: 'Handled at', default: ' (default)', pickMatterFirst: 'Choose a matter first', queuedAt: 'Queued at: {centre} · {department}', calledAt: 'Called by window: {window}', calledBy: 'Called by window: {window} · {clerk}' },
 }
 export default en

@@ -76,4 +76,6 @@ export default {
     noDepartments: '没有您负责的部门', today: '今日：黄色预警 {y} 次，红色预警 {r} 次，等候超时 {w} 次', waitTimeout: '{number} 已等候 {min} 分钟',
     statusAlert: '排队状态变为{colour}',
   },
+  chat: { title: '会话消息记录', empty: '暂无消息', session: '会话 {id}', refresh: '刷新' },
+  place: { centre: '办理中心', default: '（默认）', pickMatterFirst: '请先选择事项', queuedAt: '排队于：{centre} · {department}', calledAt: '呼叫窗口：{window}', calledBy: '呼叫窗口：{window} · {clerk}' },
 }
