@@ -66,7 +66,9 @@ async def test_offers_name_their_participant_and_leave_reasons_are_documented(as
         await until(lambda: any(e == "session.ended" for e, _ in a.events), 5, "session.ended")
         ended = next(d for e, d in a.events if e == "session.ended")
         assert ended == {"session_id": session_id, "reason": "ended_by_host"}
-        assert not a.unexpected_errors() and not b.unexpected_errors()
+        # An answer to the offer that dropped b's tracks may cross the end of the session: refused, rightly.
+        for c in (a, b):
+            assert [e for e in c.unexpected_errors() if e.get("error", {}).get("code") != "session_ended"] == []
     finally:
         await a.close()
         await b.close()
