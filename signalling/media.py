@@ -33,7 +33,9 @@ Emit = Callable[[str, dict[str, Any], str], Awaitable[None]]
 
 
 def offer_wire(offer: MediaOffer) -> dict[str, Any]:
+    """``Offer`` on the wire; ``participant_id`` names the join it is for (a client ignores any other's)."""
     return {
+        "participant_id": offer.participant_id,
         "sdp": offer.sdp,
         "revision": offer.revision,
         "publish": dict(offer.publish),
@@ -92,7 +94,7 @@ class _RoomPump:
         elif isinstance(event, PeerStateChanged):
             p = live.participants.get(event.participant_id)
             if p is not None and event.state in ("failed", "closed"):
-                state: dict[str, Any] = {"state": event.state}
+                state: dict[str, Any] = {"state": event.state, "participant_id": p.participant_id}
                 if event.reason is not None:
                     state["reason"] = event.reason
                 await self.emit("media.state", state, p.sid)

@@ -13,6 +13,7 @@ from server.errors import ApiError, Forbidden, NotFound, UnsupportedMediaType
 from server.services import catalogue
 from server.services.principal import Role
 from server.storage.matters import MatterRepository
+from server.storage.orgs import OrgRepository
 
 api = Api()
 MATTER_CODE = re.compile(r"[A-Z]{2,4}-\d{3}")
@@ -121,3 +122,58 @@ async def import_catalogue(call: Call) -> ImportResult:
     async with call.services.db.transaction() as s:
         counts = await catalogue.import_spec(s, spec)
     return ImportResult(**counts)
+
+
+class CentreOut(BaseModel):
+    """A centre that can handle a matter for the caller's unit: a ``centre_code`` for ``POST /cases``."""
+
+    code: str
+    name_zh: str
+    name_en: str
+    tier: int
+    department_id: int
+    department_name_zh: str
+    department_name_en: str
+    #: The one ``POST /cases`` picks without a ``centre_code`` (the nearest).
+    default: bool
+
+
+class CentresOut(BaseModel):
+    items: list[CentreOut]
+
+
+@api.route(
+    "GET",
+    "/matters/{code}/centres",
+    summary="Where the matter can be handled from the caller's unit (choices for centre_code), nearest first",
+    tags=["matters"],
+    response=CentresOut,
+)
+async def matter_centres(call: Call) -> CentresOut:
+    async with call.services.db.transaction() as s:
+        code = call.request.match_info["code"]
+        matter = await MatterRepository(s).by_code(code) if MATTER_CODE.fullmatch(code) else None
+        if matter is None:
+            raise NotFound("no such matter", code="matter_not_found")
+        orgs = OrgRepository(s)
+        unit = await orgs.unit(call.me.unit_id) if call.me.unit_id is not None else None
+        if unit is None:
+            return CentresOut(items=[])
+        out: list[CentreOut] = []
+        # The same candidates, in the same order, as CaseService.create: the unit itself, then its ancestors.
+        for candidate in [unit, *await orgs.ancestors(unit)]:
+            department = await orgs.department_by_code(candidate.id, matter.department_code)
+            if department is not None:
+                out.append(
+                    CentreOut(
+                        code=candidate.code,
+                        name_zh=candidate.name_zh,
+                        name_en=candidate.name_en,
+                        tier=candidate.tier,
+                        department_id=department.id,
+                        department_name_zh=department.name_zh,
+                        department_name_en=department.name_en,
+                        default=not out,
+                    )
+                )
+        return CentresOut(items=out)

@@ -116,6 +116,8 @@ class WindowOut(BaseModel):
     #: Matters served; empty: all of the department's.
     matter_codes: list[str]
     current_ticket: TicketOut | None
+    #: The current ticket's number: the same field the ``queue.changed`` board push carries per window.
+    current: str | None = None
 
 
 class ThresholdsOut(BaseModel):
@@ -309,6 +311,7 @@ def window_out(w: WindowState) -> WindowOut:
         closes_at=x.closes_at,
         matter_codes=w.matter_codes,
         current_ticket=ticket_out(w.current) if w.current is not None else None,
+        current=w.current.number if w.current is not None else None,
     )
 
 

@@ -13,6 +13,7 @@ from server.errors import Forbidden, NotFound
 from server.services import audit
 from server.services.policy import Action
 from server.services.principal import Role
+from server.services.recording import start_offsets
 from server.storage.models import Case, Recording
 
 api = Api()
@@ -24,7 +25,13 @@ class RecordingOut(BaseModel):
     session_id: int
     #: ``participant`` (a participant's camera and microphone), ``screen`` (their screen share) or ``composite``.
     kind: str
+    #: The participant (one join: a rejoin is a new participant and a new file) whose media this is; null for
+    #: the composite.  The same id as ``participant_id`` on the wire (docs/protocol.md).
+    participant_id: str | None
     participant_display_name: str | None
+    #: Seconds from the start of the session's recording (the media room opened at the first join) to this
+    #: file's zero: lay files of one session on one timeline with it.  0 for the composite; null if unknown.
+    start_offset_s: float | None = None
     content_type: str
     duration_s: float
     size: int
@@ -61,7 +68,13 @@ async def list_recordings(call: Call) -> Page[RecordingOut]:
         rows = (
             await s.execute(select(Recording).where(where).order_by(Recording.id).limit(q.limit).offset(q.offset))
         ).scalars()
-        items = [RecordingOut.model_validate(r, from_attributes=True) for r in rows]
+        offsets = await start_offsets(s, case_id)
+        items = [
+            RecordingOut.model_validate(r, from_attributes=True).model_copy(
+                update={"start_offset_s": offsets.get(r.id)}
+            )
+            for r in rows
+        ]
     return Page[RecordingOut](items=items, total=total, limit=q.limit, offset=q.offset)
 
 

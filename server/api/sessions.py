@@ -1,15 +1,15 @@
-"""Media sessions of a case: open, list, end (the media itself runs over Socket.IO + WebRTC)."""
+"""Media sessions of a case: open, list, end, the chat transcript (the media itself runs over Socket.IO + WebRTC)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from server.api.routing import Api, Call, Page
+from server.api.routing import Api, Call, Page, PageQuery
 from server.services.sessions import SessionCreate
-from server.storage.models import MediaSession
+from server.storage.models import ChatMessage, MediaSession
 
 api = Api()
 
@@ -52,12 +52,54 @@ async def open_session(call: Call) -> web.Response:
     "/cases/{case_id}/sessions",
     summary="The case's media sessions",
     tags=["sessions"],
+    query=PageQuery,
     response=Page[SessionOut],
 )
 async def list_sessions(call: Call) -> Page[SessionOut]:
+    q = call.query
     async with call.services.db.transaction() as s:
-        rows = await call.services.sessions.list(s, call.me, call.path_int("case_id"))
-    return Page[SessionOut](items=[SessionOut.of(r) for r in rows], total=len(rows), limit=len(rows), offset=0)
+        rows, total = await call.services.sessions.list_page(
+            s, call.me, call.path_int("case_id"), limit=q.limit, offset=q.offset
+        )
+    return Page[SessionOut](items=[SessionOut.of(r) for r in rows], total=total, limit=q.limit, offset=q.offset)
+
+
+class ChatQuery(PageQuery):
+    #: Only this session's messages (it must be one of the case's sessions).
+    session_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
+class ChatOut(BaseModel):
+    """One chat line as said in a session (``chat.message`` without the per-join ``participant_id``)."""
+
+    id: int
+    case_id: int
+    session_id: int
+    user_id: int | None
+    display_name: str
+    text: str
+    at: datetime
+
+    @classmethod
+    def of(cls, row: ChatMessage) -> ChatOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+@api.route(
+    "GET",
+    "/cases/{case_id}/chat",
+    summary="The case's chat transcript, oldest first (optionally one session's)",
+    tags=["sessions"],
+    query=ChatQuery,
+    response=Page[ChatOut],
+)
+async def chat_transcript(call: Call) -> Page[ChatOut]:
+    q = call.query
+    async with call.services.db.transaction() as s:
+        rows, total = await call.services.sessions.chat(
+            s, call.me, call.path_int("case_id"), session_id=q.session_id, limit=q.limit, offset=q.offset
+        )
+    return Page[ChatOut](items=[ChatOut.of(r) for r in rows], total=total, limit=q.limit, offset=q.offset)
 
 
 @api.route(

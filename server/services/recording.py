@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from recordings.join import join_tracks, participant_tracks
 from recordings.recorder import SessionRecorder
@@ -332,14 +333,14 @@ class SessionRecordings:
                     composite_inputs.append(f"{result.path}@{result.offset:.6f}")
                 name_of = names.get(participant.name)
                 entry = await self._store_output(
-                    case_id, session_id, kind, participant.name, name_of, result.path, result.duration
+                    case_id, session_id, kind, participant.name, name_of, result.path, result.duration, result.offset
                 )
                 if entry is not None:
                     saved.append(entry)
         if self.settings.composite and composite_inputs:
             out = out_dir / "composite.webm"
             duration = await self._composite(out, composite_inputs)
-            entry = await self._store_output(case_id, session_id, "composite", None, None, out, duration)
+            entry = await self._store_output(case_id, session_id, "composite", None, None, out, duration, 0.0)
             if entry is not None:
                 saved.append(entry)
         return saved
@@ -379,8 +380,13 @@ class SessionRecordings:
         display_name: str | None,
         path: Path,
         duration: float,
+        offset: float,
     ) -> dict[str, Any] | None:
-        """Put one output in the store and the case file (audited); None if an earlier attempt already did."""
+        """Put one output in the store and the case file (audited); None if an earlier attempt already did.
+
+        ``offset`` is where the file's zero lies on the session's recording timeline (seconds after the
+        media room opened); it is kept in the ``recording.saved`` audit entry (see :func:`start_offsets`).
+        """
         key = f"recordings/session-{session_id}/{path.name}"
         async with self.db.transaction() as s:
             if await s.scalar(select(Recording.id).where(Recording.object_key == key)) is not None:
@@ -408,6 +414,7 @@ class SessionRecordings:
             await s.flush()
             entry: dict[str, Any] = {"recording_id": row.id, "kind": kind, "participant_id": participant_id}
             entry |= {"duration_s": row.duration_s, "size": row.size, "sha256": row.sha256}
+            entry["start_offset_s"] = round(max(offset, 0.0), 3)
             await audit.append(s, self.clock, case_id, None, "recording.saved", entry)
         return entry
 
@@ -424,3 +431,25 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
     with path.open("rb") as f:
         while chunk := await asyncio.to_thread(f.read, 256 * 1024):
             yield chunk
+
+
+async def start_offsets(s: AsyncSession, case_id: int) -> dict[int, float]:
+    """recording id -> start offset (s) on its session's recording timeline, for the case's recordings.
+
+    Read from the hash-chained ``recording.saved`` audit entries, which have carried ``start_offset_s``
+    since it was added (older recordings have none: the list says ``null``).  The ``recordings`` table has
+    no column for it; the audit entry is the record the case file already trusts.
+    """
+    rows = await s.execute(
+        select(CaseAuditEntry.details).where(
+            CaseAuditEntry.case_id == case_id, CaseAuditEntry.action == "recording.saved"
+        )
+    )
+    found: dict[int, float] = {}
+    for (details,) in rows.all():
+        if not isinstance(details, dict):
+            continue
+        rid, offset = details.get("recording_id"), details.get("start_offset_s")
+        if isinstance(rid, int) and isinstance(offset, int | float):
+            found[rid] = float(offset)
+    return found

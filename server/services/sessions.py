@@ -8,6 +8,7 @@ fact is written to the case audit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -143,6 +144,39 @@ class SessionService:
                 action,
                 {"session_id": session_id, "participant_id": participant_id, **(extra or {})},
             )
+
+    async def chat(
+        self,
+        s: AsyncSession,
+        principal: Principal,
+        case_id: int,
+        *,
+        session_id: int | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[Sequence[ChatMessage], int]:
+        """A page of the case's chat transcript, oldest first, and the number of messages in all.
+
+        Whoever may read the case reads its chat (the same check as ``GET /cases/{id}``, so an
+        outsider gets the case's own ``case_not_found``).  ``session_id`` narrows it to one session
+        of the case; a session of another case is ``session_not_found``.
+        """
+        await self.cases.load(s, principal, case_id, Action.READ)
+        repo = SessionRepository(s)
+        if session_id is not None:
+            row = await repo.get(session_id)
+            if row is None or row.case_id != case_id:
+                raise NotFound("no such session in this case", code="session_not_found")
+        rows, total = await repo.chat_page(case_id, session_id=session_id, limit=limit, offset=offset)
+        return rows, total
+
+    async def list_page(
+        self, s: AsyncSession, principal: Principal, case_id: int, *, limit: int, offset: int
+    ) -> tuple[Sequence[MediaSession], int]:
+        """A page of the case's sessions, oldest first, and how many there are."""
+        await self.cases.load(s, principal, case_id, Action.READ)
+        rows, total = await SessionRepository(s).page_for_case(case_id, limit=limit, offset=offset)
+        return rows, total
 
     async def add_chat(self, s: AsyncSession, principal: Principal, session_id: int, text: str) -> ChatMessage:
         row = await SessionRepository(s).get(session_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.storage.models import ChatMessage, MediaSession
@@ -47,3 +47,20 @@ class SessionRepository:
     async def chat(self, session_id: int, *, limit: int = 200) -> Sequence[ChatMessage]:
         stmt = select(ChatMessage).where(ChatMessage.session_id == session_id).order_by(ChatMessage.id).limit(limit)
         return (await self.s.execute(stmt)).scalars().all()
+
+    async def chat_page(
+        self, case_id: int, *, session_id: int | None, limit: int, offset: int
+    ) -> tuple[Sequence[ChatMessage], int]:
+        """The case's (or one of its sessions') messages in the order they were said, and their count."""
+        where = [ChatMessage.case_id == case_id]
+        if session_id is not None:
+            where.append(ChatMessage.session_id == session_id)
+        total = int(await self.s.scalar(select(func.count()).select_from(ChatMessage).where(*where)) or 0)
+        stmt = select(ChatMessage).where(*where).order_by(ChatMessage.id).limit(limit).offset(offset)
+        return (await self.s.execute(stmt)).scalars().all(), total
+
+    async def page_for_case(self, case_id: int, *, limit: int, offset: int) -> tuple[Sequence[MediaSession], int]:
+        where = MediaSession.case_id == case_id
+        total = int(await self.s.scalar(select(func.count()).select_from(MediaSession).where(where)) or 0)
+        stmt = select(MediaSession).where(where).order_by(MediaSession.id).limit(limit).offset(offset)
+        return (await self.s.execute(stmt)).scalars().all(), total

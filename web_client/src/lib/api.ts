@@ -180,6 +180,7 @@ export interface Ticket {
   state: string
   department_id: number
   window_id: number | null
+  clerk_user_id?: number | null
   position?: number | null
   estimated_wait?: number | null
   session_id?: number

@@ -73,6 +73,8 @@ export function leftKey(reason: string | undefined, has: (key: string) => boolea
 }
 
 export interface Offer {
+  /** The join this offer is for; an offer for another (replaced) participant id is ignored. */
+  participant_id?: string
   sdp: string
   revision: number
   publish: Record<string, Label>
@@ -89,10 +91,32 @@ export interface Tile {
 
 export interface ChatLine {
   id: number
-  participant_id: string
+  /** Set on live ``chat.message`` events; a line restored from the transcript (REST) has ``user_id`` instead. */
+  participant_id?: string
+  user_id?: number | null
   display_name: string
   text: string
   at: string
+}
+
+/** The chat with ``more`` merged in: each message once (by id), in the order the server stored them. */
+export function mergeChat(lines: ChatLine[], more: ChatLine[]): ChatLine[] {
+  const byId = new Map<number, ChatLine>()
+  for (const m of [...lines, ...more]) byId.set(m.id, { ...byId.get(m.id), ...m })
+  return [...byId.values()].sort((a, b) => a.id - b.id)
+}
+
+/** Whether a server message naming a participant (``media.offer``, ``media.state``) is for my current join. */
+export function isForMe(payload: { participant_id?: string }, me: string): boolean {
+  return payload.participant_id === undefined || payload.participant_id === me
+}
+
+/** The video track of a screen capture, marked as detailed content (text, documents): docs/protocol.md. */
+export function screenTrack(display: MediaStream): MediaStreamTrack {
+  const track = display.getVideoTracks()[0]
+  // Without the hint the browser treats a screen as motion video and may start it at 320x180 to save bitrate.
+  if ('contentHint' in track) track.contentHint = 'detail'
+  return track
 }
 
 export type Quality = 'good' | 'fair' | 'poor' | 'unknown'
@@ -274,7 +298,10 @@ export class CallClient {
     public sessionId: number,
     private local: MediaStream,
   ) {
-    this.on('media.offer', (offer: Offer) => this.enqueue(offer))
+    this.on('media.offer', (offer: Offer) => {
+      // An offer for a participant this client has already replaced (a rejoin in flight) is not for this connection.
+      if (isForMe(offer, this.state.participantId)) void this.enqueue(offer)
+    })
     this.on('participant.joined', (d: { participant: Participant }) => {
       this.state.participants = [...this.state.participants.filter((p) => p.participant_id !== d.participant.participant_id), d.participant]
       this.state.muted = { ...this.state.muted, [d.participant.participant_id]: Boolean(d.participant.muted) }
@@ -301,11 +328,11 @@ export class CallClient {
     })
     this.on('session.refused', () => this.end('refused'))
     this.on('session.removed', () => this.end('removed'))
-    this.on('chat.message', (m: ChatLine) => this.state.chat.push(m))
+    this.on('chat.message', (m: ChatLine) => (this.state.chat = mergeChat(this.state.chat, [m])))
     this.on('recording.state', (d: { recording: boolean }) => (this.state.recording = d.recording))
     this.on('session.ended', (d: { reason?: string } | undefined) => this.end('ended', d?.reason ?? ''))
-    this.on('media.state', (d: { state: string; reason?: string }) => {
-      if (d.state !== 'failed') return
+    this.on('media.state', (d: { state: string; reason?: string; participant_id?: string }) => {
+      if (d.state !== 'failed' || !isForMe(d, this.state.participantId)) return
       const code = mediaErrorCode(d.reason)
       if (code && FATAL_MEDIA_ERRORS.includes(code)) this.mediaFailed(code)
       else void this.rejoin()
@@ -615,7 +642,7 @@ export class CallClient {
 
   async shareScreen(): Promise<void> {
     const display = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false })
-    this.screen = display.getVideoTracks()[0]
+    this.screen = screenTrack(display)
     this.screen.addEventListener('ended', () => void this.stopScreen())
     const ack = await ask<Ack & { mid: string }>(this.sock, 'media.publish', { label: 'screen' })
     this.screenMid = ack.mid
@@ -651,6 +678,11 @@ export class CallClient {
     }
     this.local.addTrack(track)
     for (const t of this.pc?.getTransceivers() ?? []) if (t.sender.track === old) await t.sender.replaceTrack(track)
+  }
+
+  /** Lines read back from the transcript (``GET /cases/{id}/chat``) after a (re)join, merged with those pushed live. */
+  restoreChat(lines: ChatLine[]): void {
+    this.state.chat = mergeChat(this.state.chat, lines)
   }
 
   async sendChat(text: string): Promise<void> {

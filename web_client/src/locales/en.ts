@@ -105,5 +105,7 @@ const en: typeof zh = {
     title: 'Incoming call from a cloud window', window: 'Window: {name}', department: 'Department: {name}', countdown: 'Answer within {s} s', answer: 'Answer',
     tabTitle: '[Call] {number}', more: '{n} more calls waiting', withdrawn: 'The call for {number} has ended',
   },
+  chat: { title: 'Chat transcript', empty: 'No messages', session: 'Session {id}', refresh: 'Refresh' },
+  place: { centre: 'Handled at', default: ' (default)', pickMatterFirst: 'Choose a matter first', queuedAt: 'Queued at: {centre} · {department}', calledAt: 'Called by window: {window}', calledBy: 'Called by window: {window} · {clerk}' },
 }
 export default en

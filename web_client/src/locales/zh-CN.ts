@@ -104,4 +104,6 @@ export default {
     title: '云窗口来电', window: '窗口：{name}', department: '部门：{name}', countdown: '请在 {s} 秒内接听', answer: '接听', tabTitle: '【来电】{number}',
     more: '另有 {n} 个来电等待接听', withdrawn: '{number} 的呼叫已结束',
   },
+  chat: { title: '会话消息记录', empty: '暂无消息', session: '会话 {id}', refresh: '刷新' },
+  place: { centre: '办理中心', default: '（默认）', pickMatterFirst: '请先选择事项', queuedAt: '排队于：{centre} · {department}', calledAt: '呼叫窗口：{window}', calledBy: '呼叫窗口：{window} · {clerk}' },
 }
