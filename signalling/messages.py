@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Ids are 32-bit in the database (PostgreSQL ``integer``): a larger one cannot exist, and would fail the query.
+MAX_ID = 2**31 - 1
 
 
 class _Payload(BaseModel):
+    """The rules every payload obeys, as REST bodies do: no unknown fields, no U+0000 in any text."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text may not contain NUL characters")
+        return value
 
 
 class Join(_Payload):
-    session_id: int = Field(ge=1)
+    session_id: int = Field(ge=1, le=MAX_ID)
 
 
 class Leave(_Payload):
@@ -21,7 +33,7 @@ class Leave(_Payload):
 
 class Answer(_Payload):
     sdp: str = Field(min_length=1)
-    revision: int = Field(ge=0)
+    revision: int = Field(ge=0, le=MAX_ID)
 
 
 class Candidate(_Payload):

@@ -467,7 +467,7 @@ class SignallingServer:
         text = p.text.strip()
         if not text:
             return refuse("invalid_payload", "empty message")
-        if not self.chat.allow(participant, self.monotonic()):
+        if not self.chat.allow(sock.identity.key, live.info.session_id, self.monotonic()):
             return refuse("rate_limited", "too many messages; slow down")
         stored = await self.directory.store_chat(sock.identity, live.info.session_id, text)
         message = {

@@ -27,7 +27,6 @@ class Participant:
     sid: str
     identity: Identity
     tracks: dict[str, TrackInfo] = field(default_factory=dict)
-    chat_times: deque[float] = field(default_factory=deque)
     moderator: bool = False
     #: Muted by a moderator: the server does not forward this participant's audio.
     muted: bool = False
@@ -107,16 +106,29 @@ class LiveSession:
 
 
 class ChatLimiter:
-    """At most ``count`` messages per ``window`` seconds per participant."""
+    """At most ``count`` messages per ``window`` seconds per person and session.
 
-    def __init__(self, count: int = 5, window: float = 5.0) -> None:
+    Keyed by the person (``Identity.key``) and the session, not by the participant: a rejoin makes a new
+    participant, and keying by it let anyone reset the limit by rejoining.
+    """
+
+    def __init__(self, count: int = 5, window: float = 5.0, max_keys: int = 10_000) -> None:
         self.count = count
         self.window = window
+        self.max_keys = max_keys
+        self._times: dict[tuple[str, int], deque[float]] = {}
 
-    def allow(self, p: Participant, now: float) -> bool:
-        while p.chat_times and p.chat_times[0] <= now - self.window:
-            p.chat_times.popleft()
-        if len(p.chat_times) >= self.count:
+    def allow(self, person: str, session_id: int, now: float) -> bool:
+        if len(self._times) >= self.max_keys:
+            self._prune(now)
+        times = self._times.setdefault((person, session_id), deque())
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if len(times) >= self.count:
             return False
-        p.chat_times.append(now)
+        times.append(now)
         return True
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, t in self._times.items() if not t or t[-1] <= now - self.window]:
+            del self._times[key]

@@ -123,6 +123,10 @@ async def test_join_refusals(as_user: Any, client: Any, peers: Any) -> None:
     assert ack["error"]["code"] == "session_not_found"
     ack = await other_unit.call("session.join", {"session_id": "x", "extra": 1})
     assert ack["error"]["code"] == "invalid_payload"
+    # BUG: ids past the 32-bit column (2^31 on PostgreSQL, 2^63 on SQLite) reached the query: internal_error.
+    for huge in (2**31, 2**63, 10**30):
+        ack = await other_unit.call("session.join", {"session_id": huge})
+        assert ack["error"]["code"] == "invalid_payload", huge
     ack = await other_unit.call("chat.send", {"text": "hi"})
     assert ack["error"]["code"] == "not_joined"
 
@@ -159,6 +163,23 @@ async def test_chat_is_rate_limited(as_user: Any, client: Any, peers: Any) -> No
     results = [await a.call("chat.send", {"text": f"m{i}"}) for i in range(6)]
     assert [r["ok"] for r in results] == [True] * 5 + [False]
     assert results[-1]["error"]["code"] == "rate_limited"
+    # BUG: the limit was the participant's, so a rejoin (a new participant) started it afresh.
+    await a.call("session.leave")
+    assert (await a.call("session.join", {"session_id": sid}))["ok"]
+    again = await a.call("chat.send", {"text": "after a rejoin"})
+    assert again["error"]["code"] == "rate_limited"
+
+
+async def test_chat_text_with_nul_is_refused(as_user: Any, client: Any, peers: Any) -> None:
+    """BUG: a NUL in a chat text gave internal_error on PostgreSQL (its text type refuses U+0000)."""
+    staff = await as_user("staff")
+    cid = (await open_case(staff))["id"]
+    sid = await _session(staff, cid)
+    a = await peers(client, staff)
+    await a.call("session.join", {"session_id": sid})
+    ack = await a.call("chat.send", {"text": "你好\x00世界"})
+    assert ack["error"]["code"] == "invalid_payload"
+    assert (await (await staff.get(f"/api/v1/cases/{cid}/chat")).json())["items"] == []
 
 
 async def test_logout_stops_further_events(as_user: Any, client: Any, peers: Any) -> None:
