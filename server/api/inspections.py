@@ -90,6 +90,8 @@ class EvidenceOut(BaseModel):
     received_at: datetime
     device: str
     uploaded_by_name: str
+    #: Who invited the inspector who sent it (null: sent by staff, or before this was recorded).
+    invited_by_name: str | None
     #: The signed manifest (canonical JSON), its Ed25519 signature (base64) and the signing key's id.
     manifest: str
     signature: str

@@ -64,6 +64,12 @@ def manifest_fields(row: InspectionEvidence) -> dict[str, Any]:
         "device": row.device,
         "uploaded_by_user_id": row.uploaded_by_user_id,
         "uploaded_by_name": row.uploaded_by_name,
+        # Present only when known, so manifests signed before it existed still match their rows.
+        **(
+            {"invited_by_user_id": row.invited_by_user_id, "invited_by_name": row.invited_by_name}
+            if row.invited_by_user_id is not None
+            else {}
+        ),
     }
 
 

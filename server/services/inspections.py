@@ -53,8 +53,10 @@ from server.storage.models import (
     InspectionLocation,
     InspectionResult,
     InspectionTask,
+    User,
 )
 from server.storage.sessions import SessionRepository
+from server.storage.users import InviteRepository, UserRepository
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +330,7 @@ class InspectionService:
                     )
                 return existing, False
             self.require_open(tv.task)
+            inviter = await self._inviter(s, principal)
             row = InspectionEvidence(
                 task_id=task_id,
                 case_id=tv.task.case_id,
@@ -346,6 +349,8 @@ class InspectionService:
                 device=meta.device,
                 uploaded_by_user_id=principal.user_id,
                 uploaded_by_name=principal.display_name,
+                invited_by_user_id=inviter.id if inviter is not None else None,
+                invited_by_name=inviter.display_name if inviter is not None else None,
                 manifest="",
                 signature="",
                 key_id="",
@@ -371,6 +376,14 @@ class InspectionService:
                 },
             )
             return row, True
+
+    @staticmethod
+    async def _inviter(s: AsyncSession, principal: Principal) -> User | None:
+        """Who made the invite the principal came in by (the evidence names who vouched for its sender)."""
+        if principal.invite_id is None:
+            return None
+        invite = await InviteRepository(s).get(principal.invite_id)
+        return await UserRepository(s).get(invite.created_by) if invite is not None else None
 
     async def evidence(self, s: AsyncSession, principal: Principal, task_id: int) -> list[InspectionEvidence]:
         await self.load(s, principal, task_id)

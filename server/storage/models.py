@@ -660,6 +660,9 @@ class InspectionEvidence(Base):
     device: Mapped[str] = mapped_column(String(200))
     uploaded_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     uploaded_by_name: Mapped[str] = mapped_column(String(200))
+    #: For a photo sent by an invited inspector: who made the invite (signed with the rest; None before 0007).
+    invited_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    invited_by_name: Mapped[str | None] = mapped_column(String(200))
     #: Canonical JSON of the signed fields, and its Ed25519 signature (base64) by key ``key_id``.
     manifest: Mapped[str] = mapped_column(Text)
     signature: Mapped[str] = mapped_column(String(128))

@@ -182,3 +182,20 @@ async def test_the_report_document_can_be_deleted_and_made_again(as_user: Any, c
     assert (await (await clerk.get(f"/api/v1/inspections/{tid}")).json())["report_document_id"] is None
     again = await (await clerk.post(f"/api/v1/inspections/{tid}/report", json={})).json()
     assert (await (await clerk.get(f"/api/v1/inspections/{tid}")).json())["report_document_id"] == again["id"]
+
+
+async def test_evidence_names_who_invited_its_inspector_and_still_verifies(as_user: Any, client: Any) -> None:
+    """The invite's creator is in the evidence record and its signed manifest (issue 19, item 9)."""
+    _, clerk, task, inspector = await start(as_user, client)
+    resp = await inspector.post(evidence_path(task, "photo-who", 1), data=form(jpeg((1, 2, 3)), "p.jpg", "image/jpeg"))
+    assert resp.status == 201, await resp.text()
+    ev = await resp.json()
+    me = await (await clerk.get("/api/v1/me")).json()
+    assert ev["invited_by_name"] == me["display_name"]
+    assert '"invited_by_name"' in ev["manifest"]
+    check = await (await clerk.get(f"/api/v1/inspections/{task['id']}/evidence/{ev['id']}/verify")).json()
+    assert check["valid"], check
+    # The clerk's own photo (no invite) has no inviter, and its manifest has no such field.
+    resp = await clerk.post(evidence_path(task, "photo-clerk", 2), data=form(jpeg((3, 2, 1)), "p.jpg", "image/jpeg"))
+    own = await resp.json()
+    assert own["invited_by_name"] is None and "invited_by" not in own["manifest"]

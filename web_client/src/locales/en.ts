@@ -81,6 +81,7 @@ const en: typeof zh = {
     addNote: 'Add note', addConclusion: 'Record conclusion',
   },
   inspection: {
+    sentBy: 'Taken by {name}', sentByInvited: 'Taken by {name} (invited by {by})',
     title: 'Remote site inspection', requested: 'Photo requested from the site', completed: 'Inspection completed', saved: 'Saved: {item}', reportMade: 'Inspection report made and filed in the case',
     location: 'On site at {lat}, {lon} (±{acc} m)', noLocation: 'No position from the site yet', state_open: 'In progress', state_completed: 'Completed',
     request: 'Request a photo', requestFor: 'Photo for this item', pass: 'Pass', fail: 'Fail', note: 'Note', notePlaceholder: 'Remarks', attach: 'Attach photos',

@@ -80,6 +80,7 @@ export default {
     addNote: '添加记录', addConclusion: '写入结论',
   },
   inspection: {
+    sentBy: '拍摄人：{name}', sentByInvited: '拍摄人：{name}（由 {by} 邀请）',
     title: '远程踏勘', requested: '已请求现场拍照', completed: '踏勘已完成', saved: '已保存：{item}', reportMade: '踏勘报告已生成并存入办件',
     location: '现场位置：{lat}，{lon}（精度 {acc} 米）', noLocation: '尚未收到现场位置', state_open: '进行中', state_completed: '已完成',
     request: '请求拍照', requestFor: '为此项拍照', pass: '合格', fail: '不合格', note: '备注', notePlaceholder: '情况说明', attach: '关联照片',
