@@ -7,7 +7,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import socketio
@@ -34,11 +33,11 @@ from server.logconfig import quiet_malformed_requests
 from server.metrics import Metrics
 from server.objectstore import (
     FilesystemObjectStore,
-    ObjectStore,
     S3ObjectStore,
     create_object_store,
     object_routes,
 )
+from server.registry import SERVICES, Services
 from server.services.appointments import AppointmentService
 from server.services.auth import AuthService, LoginRateLimiter
 from server.services.cases import CaseService
@@ -64,27 +63,6 @@ BACKGROUND_STOP_TIMEOUT = 10.0
 """Seconds shutdown waits for a cancelled background task (queue scanner, recording jobs/uploads) before going on."""
 
 
-@dataclass
-class Services:
-    settings: Settings
-    clock: Clock
-    db: Database
-    store: ObjectStore
-    auth: AuthService
-    cases: CaseService
-    documents: DocumentService
-    sessions: SessionService
-    signalling: SignallingServer
-    metrics: Metrics
-    appointments: AppointmentService
-    queue: QueueService
-    recordings: SessionRecordings
-    experts: ExpertService
-    inspections: InspectionService
-    reports: InspectionReports
-
-
-SERVICES = web.AppKey("services", Services)
 BACKGROUND = web.AppKey("background", dict[str, asyncio.Task[None]])
 """The app's background tasks by name (filled at start-up: the app itself is frozen by then)."""
 QUEUE_SCANNER = "queue-scanner"

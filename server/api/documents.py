@@ -8,17 +8,16 @@ staff and the clerks of the case's department.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Literal
 
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.cases import case_out
+from server.api.multipart import MULTIPART_OVERHEAD, file_chunks, file_part
 from server.api.routing import Api, Call, Page
-from server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from server.errors import PayloadTooLarge
 from server.objectstore.http import send_object
 from server.services.documents import REASON_MAX, DocumentChange, document_rooms
 from server.services.policy import Action
@@ -29,9 +28,6 @@ from server.storage.queue import TicketRepository
 
 api = Api()
 log = logging.getLogger(__name__)
-CHUNK = 1024 * 1024
-#: Multipart framing allowance on top of the file itself.
-MULTIPART_OVERHEAD = 64 * 1024
 
 
 class UploadQuery(BaseModel):
@@ -135,46 +131,6 @@ class SignedUrlOut(BaseModel):
     expires_at: datetime
 
 
-async def _file_part(request: web.Request) -> BodyPartReader:
-    if request.content_type != "multipart/form-data":
-        raise UnsupportedMediaType(
-            "upload as multipart/form-data with a part named 'file'",
-            code="unsupported_content_type",
-            details={"got": request.content_type},
-        )
-    try:
-        reader = await request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                break
-            if isinstance(part, BodyPartReader) and part.name == "file":
-                return part
-            if isinstance(part, BodyPartReader):
-                await part.release()
-    except (ValueError, AssertionError, HttpProcessingError) as exc:
-        raise _malformed(exc) from None
-    raise BadRequest("no part named 'file' in the upload", code="missing_file")
-
-
-def _malformed(exc: Exception) -> BadRequest:
-    return BadRequest("malformed multipart body", code="malformed_multipart", details={"error": str(exc)[:200]})
-
-
-async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    """The part's bytes; a body cut off before its closing boundary is an error, never a short file."""
-    while True:
-        try:
-            chunk = await part.read_chunk(CHUNK)
-        except (ValueError, AssertionError, HttpProcessingError) as exc:
-            raise _malformed(exc) from None
-        if not chunk:
-            if not part.at_eof():
-                raise _malformed(ValueError("body ended before the closing boundary"))
-            return
-        yield chunk
-
-
 @api.route(
     "POST",
     "/cases/{case_id}/documents",
@@ -196,8 +152,8 @@ async def upload_document(call: Call) -> DocumentOut:
         raise PayloadTooLarge(
             "the file is larger than allowed", code="file_too_large", details={"max_size": target.max_size}
         )
-    part = await _file_part(request)
-    change = await sv.documents.upload(call.me, target, part.filename, _chunks(part))
+    part = await file_part(request)
+    change = await sv.documents.upload(call.me, target, part.filename, file_chunks(part))
     out = DocumentOut.of(change.document, change.item)
     await _push(call, "document.added", change, {"document": out.model_dump(mode="json")})
     return out

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
-    from server.app import Services
+    from server.registry import Services
 
 log = logging.getLogger(__name__)
 

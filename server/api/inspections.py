@@ -16,7 +16,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.documents import MULTIPART_OVERHEAD, DocumentOut, _chunks, _file_part
+from server.api.documents import DocumentOut
+from server.api.multipart import MULTIPART_OVERHEAD, file_chunks, file_part
 from server.api.routing import Api, Call, Page
 from server.errors import PayloadTooLarge, ValidationFailed
 from server.objectstore.http import send_object
@@ -321,8 +322,8 @@ async def upload_evidence(call: Call) -> web.Response:
     limit = sv.inspections.max_size
     if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
         raise PayloadTooLarge("the photo is larger than allowed", code="file_too_large", details={"max_size": limit})
-    part = await _file_part(request)
-    row, created = await sv.inspections.add_evidence(call.me, tv, meta, _chunks(part))
+    part = await file_part(request)
+    row, created = await sv.inspections.add_evidence(call.me, tv, meta, file_chunks(part))
     out = EvidenceOut.of(row)
     if created:
         await _notify(

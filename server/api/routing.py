@@ -25,7 +25,7 @@ from server.services.principal import Principal
 from server.structured_input import StructureRefused, check_structure
 
 if TYPE_CHECKING:
-    from server.app import Services
+    from server.registry import Services
 
 API_PREFIX = "/api/v1"
 #: Ids are 32-bit on PostgreSQL; anything larger cannot exist.

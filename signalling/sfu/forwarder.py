@@ -41,7 +41,7 @@ import random
 import time
 from collections.abc import Sequence
 from struct import Struct
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiortc import RTCRtpSender
 from aiortc.rtcdtlstransport import State
@@ -50,15 +50,24 @@ from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, HeaderExtensionsMap, 
 
 from .udpsend import send_datagrams
 
-if TYPE_CHECKING:
-    from .passthrough import RelayTrack
-
-__all__ = ["NTP_OFFSET", "WRITE_BUFFER_LIMIT", "RtpForwarder", "header_layout", "ntp_now"]
+__all__ = ["NTP_OFFSET", "WRITE_BUFFER_LIMIT", "FrameSource", "RtpForwarder", "header_layout", "ntp_now"]
 
 logger = logging.getLogger(__name__)
 
 WRITE_BUFFER_LIMIT = 256 * 1024
 """Bytes queued in user space for one subscriber's socket beyond which frames are dropped (see the module docstring)."""
+
+
+class FrameSource(Protocol):
+    """What a forwarder needs of the relay it sends for (``passthrough.RelayTrack``): to be bound and unbound.
+
+    Declared here, by the consumer, so the forwarder does not import the relay's module (which imports it).
+    """
+
+    def bind(self, forwarder: RtpForwarder) -> None: ...
+
+    def unbind(self, forwarder: RtpForwarder) -> None: ...
+
 
 NTP_OFFSET = 2208988800
 """Seconds from the NTP epoch (1900) to the Unix epoch (RFC 5905 section 6)."""
@@ -113,7 +122,7 @@ class RtpForwarder:
     :meth:`send_frame`; ``relay`` first flushes what it queued meanwhile.
     """
 
-    def __init__(self, sender: RTCRtpSender, relay: RelayTrack) -> None:
+    def __init__(self, sender: RTCRtpSender, relay: FrameSource) -> None:
         self._sender = sender
         self._relay = relay
         self._state: dict[str, Any] = sender.__dict__

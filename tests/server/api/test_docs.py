@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from server.api.reference import BEGIN, END, render_block
+from server.reference import BEGIN, END, render_block
 
 ROOT = Path(__file__).resolve().parents[3]
 API_MD = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
@@ -13,7 +13,7 @@ API_MD = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
 
 def test_endpoint_table_is_current() -> None:
     block = API_MD[API_MD.index(BEGIN) : API_MD.index(END) + len(END)]
-    assert block == render_block(), "run: .venv/bin/python -m server.api.reference"
+    assert block == render_block(), "run: .venv/bin/python -m server.reference"
 
 
 def test_every_error_code_is_documented() -> None:
