@@ -191,7 +191,10 @@ class SignallingServer:
             return refuse("internal_error", "internal error")
 
     async def _serve_forwarded(self, message: dict[str, Any]) -> Ack:
-        """Run an event forwarded by another process for a socket connected there."""
+        """Run an event forwarded by another process: for a socket connected there, or a session to end."""
+        if message["kind"] == "end":  # no socket behind it: a REST request on the other process ended the session
+            await self._end_local(int(message["session_id"]), str(message["reason"]))
+            return ok()
         sid = str(message["sid"])
         if message["kind"] == "disconnect":
             sock = self.remote_sockets.pop(sid, None)
@@ -200,9 +203,6 @@ class SignallingServer:
                     if sock.session_id is not None:
                         await self._unwait(sock.session_id, sid)
                         await self._remove(sock.session_id, sock.participant_id, reason="disconnected")
-            return ok()
-        if message["kind"] == "end":
-            await self._end_local(int(message["session_id"]), str(message["reason"]))
             return ok()
         identity = Identity(**{**message["identity"], "rooms": tuple(message["identity"].get("rooms", ()))})
         sock = self.remote_sockets.get(sid)

@@ -162,3 +162,36 @@ async def test_call_across_two_processes(servers: list[str]) -> None:
         finally:
             await a.close()
             await b.close()
+
+
+async def test_ending_a_session_through_a_non_owner_tells_everyone(servers: list[str]) -> None:
+    """BUG: the owner read the forwarded message's ``sid`` before its kind: ``end`` has none (KeyError), so the
+    request answered 200 while clients were never told and media went on."""
+    one, two = servers
+    async with aiohttp.ClientSession() as http:
+        staff = await _login(http, one, "staff")
+        clerk = await _login(http, two, "clerk_t1")
+        auth = {"Authorization": f"Bearer {staff}"}
+        async with http.post(f"{one}/api/v1/cases", json=CASE_BODY, headers=auth) as resp:
+            case_id = (await resp.json())["id"]
+        async with http.post(f"{one}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as resp:
+            session_id = (await resp.json())["id"]
+        a, b = Caller(one, staff, tag=1), Caller(two, clerk, tag=2)
+        try:
+            await a.connect()
+            await b.connect()
+            await a.join(session_id)  # process one owns the session
+            await b.join(session_id)
+            clerk_auth = {"Authorization": f"Bearer {clerk}"}
+            async with http.post(f"{two}/api/v1/sessions/{session_id}/end", headers=clerk_auth) as resp:
+                assert resp.status == 200, await resp.text()
+            ended = time.monotonic()
+
+            def told(c: Caller) -> bool:
+                return any(e == "session.ended" and d["session_id"] == session_id for e, d in c.events)
+
+            await until(lambda: told(a) and told(b), 5, "session.ended on both processes")
+            assert time.monotonic() - ended < 1.5
+        finally:
+            await a.close()
+            await b.close()
