@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import random
 import shutil
 import socket
 import subprocess
@@ -48,6 +49,23 @@ def _free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_until_answering(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Until coturn answers a STUN Binding request on its port (bounded: 20 s); a fixed sleep lost to a slow start."""
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    deadline = time.monotonic() + 20
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.2)
+        while True:
+            assert proc.poll() is None, log.read_text() if log.exists() else "turnserver exited"
+            probe.sendto(bytes(request), ("127.0.0.1", port))
+            try:
+                probe.recvfrom(2048)
+                return
+            except (TimeoutError, ConnectionRefusedError):
+                pass
+            assert time.monotonic() < deadline, "coturn did not answer within 20 s"
+
+
 @pytest.fixture
 def coturn(tmp_path: Path) -> Iterator[tuple[str, int]]:
     binary = shutil.which("turnserver")
@@ -55,6 +73,8 @@ def coturn(tmp_path: Path) -> Iterator[tuple[str, int]]:
         unavailable("coturn's turnserver is not installed (apt-get install coturn)")
     assert binary is not None
     port = _free_udp_port()
+    # A relay port range of its own: two runs (or another coturn) on one machine must not share one.
+    relay_base = random.randrange(50000, 60000, 50)
     log = tmp_path / "turn.log"
     proc = subprocess.Popen(
         [
@@ -62,8 +82,8 @@ def coturn(tmp_path: Path) -> Iterator[tuple[str, int]]:
             "--listening-ip=127.0.0.1",
             "--relay-ip=127.0.0.1",
             f"--listening-port={port}",
-            "--min-port=49160",
-            "--max-port=49200",
+            f"--min-port={relay_base}",
+            f"--max-port={relay_base + 40}",
             "--use-auth-secret",
             f"--static-auth-secret={SECRET}",
             "--realm=cloudwindow",
@@ -80,9 +100,8 @@ def coturn(tmp_path: Path) -> Iterator[tuple[str, int]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(0.5)
     try:
-        assert proc.poll() is None, log.read_text() if log.exists() else "turnserver exited"
+        _wait_until_answering(proc, port, log)
         yield ("127.0.0.1", port)
     finally:
         proc.terminate()
