@@ -48,6 +48,7 @@ from server.services.inspections import InspectionReports, InspectionService
 from server.services.queue import QueueService
 from server.services.realtime import RealtimeApplication
 from server.services.recording import SessionRecordings
+from server.services.session_sweeper import SessionSweeper
 from server.services.sessions import SessionService
 from server.settings import QueueSettings, Settings
 from server.storage.database import Database
@@ -68,6 +69,7 @@ BACKGROUND = web.AppKey("background", dict[str, asyncio.Task[None]])
 QUEUE_SCANNER = "queue-scanner"
 RECORDING_UPLOADER = "recording-uploader"
 RECORDING_JOBS = "recording-jobs"
+SESSION_SWEEPER = "session-sweeper"
 
 ROUTE_MODULES: tuple[Api, ...] = (
     auth_api.api,
@@ -313,8 +315,17 @@ def create_app(
             background[QUEUE_SCANNER] = asyncio.create_task(services.queue.run_scanner(), name=QUEUE_SCANNER)
         background[RECORDING_UPLOADER] = asyncio.create_task(services.recordings.run_uploads(), name=RECORDING_UPLOADER)
         background[RECORDING_JOBS] = asyncio.create_task(services.recordings.run_jobs(), name=RECORDING_JOBS)
+        sweeper = SessionSweeper(
+            db=services.db,
+            sessions=services.sessions,
+            is_live=services.signalling.is_live,
+            monotonic=services.clock.monotonic,
+            empty_timeout=settings.signalling.empty_session_timeout,
+        )
+        background[SESSION_SWEEPER] = asyncio.create_task(sweeper.run(), name=SESSION_SWEEPER)
 
     async def on_shutdown(_app: web.Application) -> None:
+        await _stop_background(background.get(SESSION_SWEEPER))
         await _stop_background(background.get(QUEUE_SCANNER))
         await services.queue.close()
         await services.signalling.close()

@@ -50,6 +50,10 @@ class Cluster(Protocol):
         """Give up ownership (the session ended here)."""
         ...
 
+    async def current_owner(self, session_id: int) -> str | None:
+        """The process owning the session now, without claiming it (None: nobody)."""
+        ...
+
     async def call(self, node_id: str, message: Message) -> Message:
         """Run ``message`` on ``node_id`` and return its reply (:class:`ClusterError` on timeout)."""
         ...
@@ -71,6 +75,9 @@ class LocalCluster:
 
     async def release(self, session_id: int) -> None:
         return None
+
+    async def current_owner(self, session_id: int) -> str | None:
+        return None  # one process: its rooms are the only ones (the signalling server looks there first)
 
     async def call(self, node_id: str, message: Message) -> Message:
         return await self._handler(message)
@@ -119,6 +126,10 @@ class RedisCluster:
         if owner == self.node_id:
             self._owned.add(session_id)
         return str(owner)
+
+    async def current_owner(self, session_id: int) -> str | None:
+        owner = await self.redis.get(self._key(session_id))
+        return str(owner) if owner is not None else None
 
     async def release(self, session_id: int) -> None:
         self._owned.discard(session_id)

@@ -405,6 +405,13 @@ class SignallingServer:
         """Send an application event to every participant of a session (not its waiting room), on every process."""
         await self.sio.emit(event, data, room=LiveSession.room_of(session_id))
 
+    async def is_live(self, session_id: int) -> bool:
+        """Whether the session has a room on some process (here, or owned by another live one)."""
+        if session_id in self.sessions:
+            return True
+        owner = await self.cluster.current_owner(session_id)
+        return owner is not None and owner != self.cluster.node_id
+
     async def end_session(self, session_id: int, reason: str) -> None:
         """Tell everyone the session ended and drop their media, on whichever process owns it."""
         owner = await self.cluster.owner_of(session_id)

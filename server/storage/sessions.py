@@ -8,7 +8,7 @@ from functools import cache
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.storage.models import ChatMessage, MediaSession
+from server.storage.models import CaseAuditEntry, ChatMessage, MediaSession
 
 
 @cache
@@ -34,6 +34,30 @@ class SessionRepository:
 
     async def open_for_case(self, case_id: int) -> MediaSession | None:
         return (await self.s.execute(_open_for_case_stmt(), {"case_id": case_id})).scalars().first()
+
+    async def open_with_joins(self, *, limit: int = 500) -> list[int]:
+        """Open sessions somebody has joined (a ``session.joined`` audit entry naming them), oldest first.
+
+        A session nobody ever joined is not among them: an inspection or a called ticket may open one well before
+        anyone comes, and only the empty-session rule ends a session that had people in it.
+        """
+        stmt = (
+            select(MediaSession.id, CaseAuditEntry.details)
+            .join(CaseAuditEntry, CaseAuditEntry.case_id == MediaSession.case_id)
+            .where(
+                MediaSession.state == "open",
+                CaseAuditEntry.action == "session.joined",
+                CaseAuditEntry.at >= MediaSession.created_at,
+            )
+            .order_by(MediaSession.id)
+        )
+        found: list[int] = []
+        for session_id, details in (await self.s.execute(stmt)).all():
+            if isinstance(details, dict) and details.get("session_id") == session_id and session_id not in found:
+                found.append(session_id)
+                if len(found) >= limit:
+                    break
+        return found
 
     async def for_case(self, case_id: int) -> Sequence[MediaSession]:
         stmt = select(MediaSession).where(MediaSession.case_id == case_id).order_by(MediaSession.id)

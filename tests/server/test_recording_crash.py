@@ -158,3 +158,52 @@ async def test_sigkill_mid_recording_then_restart(server: Server, tmp_path: Path
     for r in items:
         covered = max(m.segments[-1].end for m in closed.values()) - min(m.segments[0].start for m in closed.values())
         assert covered - 1.5 <= r["duration_s"] <= covered + 0.5
+
+
+EMPTY_TIMEOUT = 3.0
+
+
+async def test_a_session_orphaned_by_sigkill_ends_by_itself_and_its_recording_is_listed(
+    server: Server, tmp_path: Path
+) -> None:
+    """BUG (issue 19, item 15): nobody came back after the kill, and the session stayed open for ever (its empty timer
+    died with the process), so its recording never reached the case.  Now it ends after the empty-session timeout,
+    by the restarted process's sweeper, and the recording is joined and listed: within timeout + 60 s."""
+    server.env = {**server.env, "CLOUDWINDOW_SIGNALLING__EMPTY_SESSION_TIMEOUT": str(EMPTY_TIMEOUT)}
+    await server.start()
+    async with aiohttp.ClientSession() as http:
+        staff, clerk = await _login(http, server.url, "staff"), await _login(http, server.url, "clerk_t1")
+        auth = {"Authorization": f"Bearer {staff}"}
+        async with http.post(f"{server.url}/api/v1/cases", json=CASE_BODY, headers=auth) as resp:
+            case_id = (await resp.json())["id"]
+        async with http.post(f"{server.url}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as r:
+            session_id = (await r.json())["id"]
+    spool = tmp_path / "data" / "recordings" / f"session-{session_id}"
+    a, b = Caller(server.url, staff, tag=1), Caller(server.url, clerk, tag=2)
+    try:
+        await a.connect()
+        await b.connect()
+        await a.join(session_id)
+        await b.join(session_id)
+        await until(lambda: _closed_segments(spool) >= 2, 30, "two closed segments on every track")
+        server.kill()
+    finally:
+        await a.close()
+        await b.close()
+
+    await server.start()  # and nobody comes back
+    restarted = time.monotonic()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {clerk}"}) as http:
+
+        async def listed() -> list[dict[str, object]]:
+            async with http.get(f"{server.url}/api/v1/cases/{case_id}/recordings") as resp:
+                return list((await resp.json())["items"])
+
+        items: list[dict[str, object]] = []
+        while time.monotonic() - restarted < EMPTY_TIMEOUT + 60 and len(items) < 3:
+            items = await listed()
+            await asyncio.sleep(0.5)
+        async with http.get(f"{server.url}/api/v1/cases/{case_id}/audit") as resp:
+            actions = [(e["action"], e["details"]) for e in (await resp.json())["entries"]]
+    assert ("session.ended", {"session_id": session_id, "reason": "empty"}) in actions, server.log_text()
+    assert sorted(str(r["kind"]) for r in items) == ["composite", "participant", "participant"], server.log_text()
