@@ -5,11 +5,13 @@ VP8/Opus into WebM), so it runs outside the call: as its own process at a
 lower CPU priority (``python -m recordings.composite``, started with
 ``os.nice``), after the session has ended.  Inputs are placed on the
 session's timeline by their offsets (seconds from the session's first
-frame), so a participant who joined late appears late; a tile is black while
+frame), so a participant who joined late appears late; inputs naming the
+same ``TILE`` (one person's pieces across rejoins and restarts) share one
+tile, the later piece continuing it; a tile is black while
 its participant has no picture, and a participant's last picture stays until
 their file ends.
 
-Usage: ``python -m recordings.composite OUT.webm IN1.webm@OFFSET1 IN2.webm@OFFSET2 ... [--size 640x480]
+Usage: ``python -m recordings.composite OUT.webm IN1.webm@OFFSET1[#TILE] IN2.webm@OFFSET2[#TILE] ... [--size 640x480]
 [--fps 15] [--nice 10]``; prints one JSON line with the output's duration, frames and the seconds it took.
 """
 
@@ -41,6 +43,8 @@ class Input:
     path: Path
     #: Where the file's zero sits on the session timeline (seconds).
     offset: float
+    #: Inputs with the same tile share one tile: one person's pieces across rejoins (default: one tile per file).
+    tile: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class CompositeResult:
     video_frames: int
     audio_frames: int
     seconds: float
+    tiles: int = 0
 
 
 def grid(n: int, width: int, height: int) -> tuple[int, int, int, int]:
@@ -140,12 +145,15 @@ def compose(inputs: list[Input], out: Path, *, size: tuple[int, int] = (640, 480
         raise ValueError("no inputs")
     started = time.perf_counter()
     width, height = size
-    cols, _rows, tw, th = grid(len(inputs), width, height)
+    keys = list(dict.fromkeys(i.tile or str(i.path) for i in inputs))  # tiles in the order they first appear
+    tile_of = [keys.index(i.tile or str(i.path)) for i in inputs]
+    cols, _rows, tw, th = grid(len(keys), width, height)
     duration = max(i.offset + _duration(i.path) for i in inputs)
     total = max(1, math.ceil(duration * fps))
     videos = [_video(i.path, i.offset, (tw, th)) for i in inputs]
     pending: list[tuple[float, list[bytes]] | None] = [next(v, None) for v in videos]
-    current: list[list[bytes] | None] = [None] * len(inputs)
+    # Per tile: the picture shown.  A person's later piece (a rejoin) takes over the tile their earlier one held.
+    current: list[list[bytes] | None] = [None] * len(keys)
     audios = [_AudioSource(_audio(i.path, i.offset)) for i in inputs]
     black = [bytes(width * height), bytes([128]) * (width * height // 4), bytes([128]) * (width * height // 4)]
     tmp = out.with_name(out.name + ".part")
@@ -161,7 +169,7 @@ def compose(inputs: list[Input], out: Path, *, size: tuple[int, int] = (640, 480
             t = k / fps
             for i, video in enumerate(videos):
                 while pending[i] is not None and pending[i][0] <= t:  # type: ignore[index]
-                    current[i] = pending[i][1]  # type: ignore[index]
+                    current[tile_of[i]] = pending[i][1]  # type: ignore[index]
                     pending[i] = next(video, None)
             planes = [bytearray(p) for p in black]
             for i, tile in enumerate(current):
@@ -197,7 +205,7 @@ def compose(inputs: list[Input], out: Path, *, size: tuple[int, int] = (640, 480
             for packet in stream.encode(None):
                 container.mux(packet)
     tmp.replace(out)
-    return CompositeResult(out, total / fps, vframes, aframes, time.perf_counter() - started)
+    return CompositeResult(out, total / fps, vframes, aframes, time.perf_counter() - started, len(keys))
 
 
 def _update(frame: VideoFrame, index: int, data: bytes, width: int) -> None:
@@ -213,7 +221,9 @@ def _update(frame: VideoFrame, index: int, data: bytes, width: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Render a session composite (grid video, mixed audio).")
     p.add_argument("out", type=Path)
-    p.add_argument("inputs", nargs="+", help="FILE@OFFSET (offset in seconds on the session timeline)")
+    p.add_argument(
+        "inputs", nargs="+", help="FILE@OFFSET[#TILE] (offset in seconds on the session timeline; TILE: one person)"
+    )
     p.add_argument("--size", default="640x480")
     p.add_argument("--fps", type=int, default=15)
     p.add_argument("--nice", type=int, default=10, help="lower this process's CPU priority by this much")
@@ -223,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     w, h = (int(v) for v in args.size.lower().split("x"))
     inputs = []
     for spec in args.inputs:
-        path, _, offset = spec.rpartition("@")
-        inputs.append(Input(Path(path), float(offset)))
+        path, _, rest = spec.rpartition("@")
+        offset, _, tile = rest.partition("#")
+        inputs.append(Input(Path(path), float(offset), tile))
     result = compose(inputs, args.out, size=(w, h), fps=args.fps)
     print(
         json.dumps(
@@ -233,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 "duration": result.duration,
                 "video_frames": result.video_frames,
                 "audio_frames": result.audio_frames,
+                "tiles": result.tiles,
                 "seconds": round(result.seconds, 3),
             }
         )

@@ -34,10 +34,13 @@ class SegmentMismatch(Exception):
 @dataclass(frozen=True)
 class JoinResult:
     path: Path
-    #: Position of the file's zero on the session timeline (seconds).
+    #: Position of the file's zero on its recorder's timeline (seconds after that recorder started).
     offset: float
     duration: float
     packets: dict[str, int]
+    #: The file's zero on the wall clock (Unix seconds): what places pieces recorded by different processes (a
+    #: restart, a failover) on one session timeline, since each recorder's own timeline starts at zero.
+    wall_start: float = 0.0
 
 
 def participant_tracks(directory: Path) -> list[tuple[Path, TrackManifest]]:
@@ -72,8 +75,11 @@ def join_tracks(tracks: list[tuple[Path, TrackManifest]], out: Path) -> JoinResu
         verify_segments(folder, manifest)
     formats = {container_for(m.mime_type)[0] for _, m in tracks}
     fmt = "webm" if formats == {"webm"} else "matroska"
-    start = min(m.segments[0].start for _, m in tracks)
-    end = max(m.segments[-1].end for _, m in tracks)
+    # Each manifest's times count from its own recorder's start; put them on one clock first.
+    base = min(m.recording_start for _, m in tracks)
+    shift = [round((m.recording_start - base) * 1000) for _, m in tracks]
+    start = min(m.recording_start - base + m.segments[0].start for _, m in tracks)
+    end = max(m.recording_start - base + m.segments[-1].end for _, m in tracks)
     zero = round(start * 1000)
     counts: dict[str, int] = {}
     tmp = out.with_name(out.name + ".part")
@@ -87,7 +93,10 @@ def join_tracks(tracks: list[tuple[Path, TrackManifest]], out: Path) -> JoinResu
             streams.append(stream)
             counts[f"{m.kind}:{m.label}"] = 0
         last = [-1] * len(tracks)
-        merged = heapq.merge(*(_packets(f, m, i) for i, (f, m) in enumerate(tracks)), key=lambda p: (p[0], p[1]))
+        shifted = (
+            ((ms + shift[i], k, data, kf) for ms, k, data, kf in _packets(f, m, i)) for i, (f, m) in enumerate(tracks)
+        )
+        merged = heapq.merge(*shifted, key=lambda p: (p[0], p[1]))
         for ms, key, data, keyframe in merged:
             pts = max(ms - zero, last[key] + 1)
             last[key] = pts
@@ -100,4 +109,4 @@ def join_tracks(tracks: list[tuple[Path, TrackManifest]], out: Path) -> JoinResu
             m = tracks[key][1]
             counts[f"{m.kind}:{m.label}"] += 1
     tmp.replace(out)
-    return JoinResult(out, start, end - start, counts)
+    return JoinResult(out, start, end - start, counts, wall_start=base + start)

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from recordings.join import join_tracks, participant_tracks
+from recordings.join import JoinResult, join_tracks, participant_tracks
 from recordings.recorder import SessionRecorder
 from recordings.upload import SpaceReport, SpoolUploader
 from server.clock import Clock
@@ -293,17 +293,21 @@ class SessionRecordings:
                 s, self.clock, job.case_id, None, "recording.job_done", {"session_id": session_id, "files": saved}
             )
 
-    async def _names(self, session_id: int, case_id: int) -> dict[str, str]:
-        """participant id -> display name, from the case audit's ``session.joined`` entries."""
+    async def _names(self, session_id: int, case_id: int) -> dict[str, tuple[str, str]]:
+        """participant id -> (display name, person key), from the case audit's ``session.joined`` entries.
+
+        The person key (``u<user id>``, else ``n<name>``) is the same for every join of one person: a rejoin or a
+        restart gives a new participant id, and the composite keeps one tile per person.
+        """
         async with self.db.transaction() as s:
             rows = await s.execute(
-                select(CaseAuditEntry.actor_name, CaseAuditEntry.details).where(
+                select(CaseAuditEntry.actor_name, CaseAuditEntry.actor_user_id, CaseAuditEntry.details).where(
                     CaseAuditEntry.case_id == case_id, CaseAuditEntry.action == "session.joined"
                 )
             )
             return {
-                str(d.get("participant_id")): name
-                for name, d in rows.all()
+                str(d.get("participant_id")): (name, f"u{user_id}" if user_id is not None else f"n{name}")
+                for name, user_id, d in rows.all()
                 if isinstance(d, dict) and d.get("session_id") == session_id
             }
 
@@ -316,8 +320,7 @@ class SessionRecordings:
         folder = self.folder(session_id)
         out_dir = folder / "out"
         out_dir.mkdir(exist_ok=True)
-        saved: list[dict[str, Any]] = []
-        composite_inputs: list[str] = []
+        joined: list[tuple[str, str, JoinResult]] = []
         for participant in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "out"):
             tracks = participant_tracks(participant)
             groups = {
@@ -329,24 +332,36 @@ class SessionRecordings:
                     continue
                 name = f"{participant.name}{'-screen' if kind == 'screen' else ''}"
                 result = await asyncio.to_thread(join_tracks, group, out_dir / f"{name}.webm")
-                if kind == "participant":
-                    composite_inputs.append(f"{result.path}@{result.offset:.6f}")
-                name_of = names.get(participant.name)
-                entry = await self._store_output(
-                    case_id, session_id, kind, participant.name, name_of, result.path, result.duration, result.offset
-                )
-                if entry is not None:
-                    saved.append(entry)
+                joined.append((kind, participant.name, result))
+        if not joined:
+            return []
+        # One timeline for the whole session, on the wall clock: pieces recorded by another process (before a
+        # restart, on another node) each count from their own recorder's start.
+        zero = min(r.wall_start for _, _, r in joined)
+        saved: list[dict[str, Any]] = []
+        composite_inputs: list[str] = []
+        for kind, participant_id, result in sorted(joined, key=lambda j: j[2].wall_start):
+            offset = result.wall_start - zero
+            name_of, person = names.get(participant_id, (None, f"p{participant_id}"))
+            if kind == "participant":
+                composite_inputs.append(f"{result.path}@{offset:.6f}#{person}")
+            entry = await self._store_output(
+                case_id, session_id, kind, participant_id, name_of, result.path, result.duration, offset
+            )
+            if entry is not None:
+                saved.append(entry)
         if self.settings.composite and composite_inputs:
             out = out_dir / "composite.webm"
-            duration = await self._composite(out, composite_inputs)
-            entry = await self._store_output(case_id, session_id, "composite", None, None, out, duration, 0.0)
+            duration, tiles = await self._composite(out, composite_inputs)
+            entry = await self._store_output(
+                case_id, session_id, "composite", None, None, out, duration, 0.0, extra={"tiles": tiles}
+            )
             if entry is not None:
                 saved.append(entry)
         return saved
 
-    async def _composite(self, out: Path, inputs: list[str]) -> float:
-        """Render the composite in its own process at a lower CPU priority; returns its duration."""
+    async def _composite(self, out: Path, inputs: list[str]) -> tuple[float, int]:
+        """Render the composite in its own process at a lower CPU priority; returns its duration and tiles."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -369,7 +384,8 @@ class SessionRecordings:
             raise RuntimeError("the composite took longer than recording.composite_timeout") from None
         if proc.returncode != 0:
             raise RuntimeError(f"the composite failed: {stderr.decode(errors='replace')[-1000:]}")
-        return float(json.loads(stdout.decode().strip().splitlines()[-1])["duration"])
+        result = json.loads(stdout.decode().strip().splitlines()[-1])
+        return float(result["duration"]), int(result["tiles"])
 
     async def _store_output(
         self,
@@ -381,11 +397,14 @@ class SessionRecordings:
         path: Path,
         duration: float,
         offset: float,
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Put one output in the store and the case file (audited); None if an earlier attempt already did.
 
         ``offset`` is where the file's zero lies on the session's recording timeline (seconds after the
-        media room opened); it is kept in the ``recording.saved`` audit entry (see :func:`start_offsets`).
+        session's first recorded media, on the wall clock); it is kept in the ``recording.saved`` audit entry
+        (see :func:`start_offsets`), with ``extra`` (the composite's ``tiles``).
         """
         key = f"recordings/session-{session_id}/{path.name}"
         async with self.db.transaction() as s:
@@ -415,6 +434,7 @@ class SessionRecordings:
             entry: dict[str, Any] = {"recording_id": row.id, "kind": kind, "participant_id": participant_id}
             entry |= {"duration_s": row.duration_s, "size": row.size, "sha256": row.sha256}
             entry["start_offset_s"] = round(max(offset, 0.0), 3)
+            entry |= extra or {}
             await audit.append(s, self.clock, case_id, None, "recording.saved", entry)
         return entry
 

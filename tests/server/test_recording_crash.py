@@ -216,3 +216,69 @@ async def test_a_session_orphaned_by_sigkill_ends_by_itself_and_its_recording_is
             actions = [(e["action"], e["details"]) for e in (await resp.json())["entries"]]
     assert ("session.ended", {"session_id": session_id, "reason": "empty"}) in actions, server.log_text()
     assert sorted(str(r["kind"]) for r in items) == ["composite", "participant", "participant"], server.log_text()
+
+
+async def test_a_session_across_a_sigkill_and_a_rejoin_gives_one_composite_on_the_wall_clock(
+    server: Server, tmp_path: Path
+) -> None:
+    """BUG (issue 19, items 16 and 17): after a restart the composite put the rejoined participants at t≈0 over the
+    pre-crash tiles (15 s of composite for 53 s of session), and kept a tile per join.  Now: the composite spans the
+    session's media on the wall clock (±1 s) with one tile per person."""
+    await server.start()
+    async with aiohttp.ClientSession() as http:
+        staff, clerk = await _login(http, server.url, "staff"), await _login(http, server.url, "clerk_t1")
+        auth = {"Authorization": f"Bearer {staff}"}
+        async with http.post(f"{server.url}/api/v1/cases", json=CASE_BODY, headers=auth) as resp:
+            case_id = (await resp.json())["id"]
+        async with http.post(f"{server.url}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as r:
+            session_id = (await r.json())["id"]
+    spool = tmp_path / "data" / "recordings" / f"session-{session_id}"
+
+    def closed_since(t: float) -> int:
+        """The fewest closed segments of the 4 tracks recorded since ``t`` (wall clock; 0 until there are 4)."""
+        ms = [m for m in (TrackManifest.load(f) for f in _track_folders(spool)) if m.recording_start >= t]
+        return min((len(m.segments) for m in ms), default=0) if len(ms) >= 4 else 0
+
+    async def talk(tag: int, segments: int) -> None:
+        a, b = Caller(server.url, staff, tag=tag), Caller(server.url, clerk, tag=tag + 1)
+        try:
+            await a.connect()
+            await b.connect()
+            await a.join(session_id)
+            await b.join(session_id)
+            assert a.media and b.media
+            await until(lambda: len(b.media.from_tag(tag)) >= 20 and len(a.media.from_tag(tag + 1)) >= 20, 30, "video")
+            await until(lambda: closed_since(since) >= 2, 30, "two closed segments on every track of this part")
+            if tag == 1:
+                server.kill()
+        finally:
+            await a.close()
+            await b.close()
+
+    since = 0.0
+    await talk(1, 2)
+    since = time.time()
+    await server.start()
+    await talk(3, 2)  # the same two people rejoin the same session on the restarted process
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {clerk}"}) as http:
+        async with http.post(f"{server.url}/api/v1/sessions/{session_id}/end") as resp:
+            assert resp.status == 200, await resp.text()
+        deadline = time.monotonic() + 60
+        while True:
+            async with http.get(f"{server.url}/api/v1/cases/{case_id}/audit") as resp:
+                entries = (await resp.json())["entries"]
+            saved = [e["details"] for e in entries if e["action"] == "recording.saved"]
+            if any(d["kind"] == "composite" for d in saved) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    composite = next((d for d in saved if d["kind"] == "composite"), None)
+    assert composite is not None, server.log_text()
+    assert composite["tiles"] == 2  # two people, four joins
+    # The session's media span on the wall clock, from every track's manifest (both processes' recorders).
+    manifests = [TrackManifest.load(f) for f in _track_folders(spool)]
+    assert len(manifests) == 8  # 2 people x 2 joins x (audio, camera)
+    first = min(m.recording_start + m.segments[0].start for m in manifests if m.segments)
+    last = max(m.recording_start + m.segments[-1].end for m in manifests if m.segments)
+    assert abs(composite["duration_s"] - (last - first)) <= 1.0, (composite["duration_s"], last - first)
+    offsets = sorted(d["start_offset_s"] for d in saved if d["kind"] == "participant")
+    assert offsets[0] == 0 and offsets[-1] > 1.0  # the rejoined pieces start later, where they happened
