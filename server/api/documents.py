@@ -9,9 +9,10 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.routing import Api, Call, Page
+from server.api.routing import MULTIPART_FILE, Api, Call, Page, binary_content
 from server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from server.objectstore.http import send_object
+from server.services.documents import DEFAULT_TYPES
 from server.services.policy import Action
 from server.storage.cases import CaseRepository
 from server.storage.models import Document
@@ -97,11 +98,7 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     query=UploadQuery,
     response=DocumentOut,
     status=201,
-    raw_body={
-        "multipart/form-data": {
-            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
-        }
-    },
+    raw_body=MULTIPART_FILE,
 )
 async def upload_document(call: Call) -> DocumentOut:
     sv, request = call.services, call.request
@@ -148,7 +145,7 @@ async def get_document(call: Call) -> DocumentOut:
     "/cases/{case_id}/documents/{document_id}/content",
     summary="Download a material",
     tags=["documents"],
-    raw_response={"application/octet-stream": {}},
+    raw_response=binary_content(*DEFAULT_TYPES),
 )
 async def document_content(call: Call) -> web.StreamResponse:
     sv = call.services

@@ -38,6 +38,38 @@ MAX_JSON_BODY = 256 * 1024
 T = TypeVar("T")
 
 
+#: A path parameter named ``*_id`` is a database id: declared as such, and checked before the handler runs.
+ID_PARAM = re.compile(r"\w+_id")
+#: The OpenAPI schema of such an id.
+DB_ID_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_DB_ID}
+#: The request body of an upload: a multipart form whose part ``file`` is required.
+MULTIPART_FILE: dict[str, Any] = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+        }
+    }
+}
+
+
+def binary_content(*types: str) -> dict[str, Any]:
+    """The OpenAPI ``content`` of a download that is one of ``types``."""
+    return {t: {"schema": {"type": "string", "format": "binary"}} for t in types}
+
+
+def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query field's JSON schema as a query parameter: absent is its ``None``, which a query string cannot say."""
+    schema = {k: v for k, v in schema.items() if not (k == "default" and v is None)}
+    branches = schema.get("anyOf")
+    if branches and {"type": "null"} in branches:
+        rest = [b for b in branches if b != {"type": "null"}]
+        del schema["anyOf"]
+        schema = {**schema, **rest[0]} if len(rest) == 1 else {**schema, "anyOf": rest}
+    return schema
+
+
 def is_db_id(raw: str) -> bool:
     """ASCII digits naming an id that can exist (``isdigit`` alone accepts '²')."""
     return raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) <= MAX_DB_ID
@@ -104,6 +136,8 @@ class Endpoint:
     errors: tuple[int, ...] = field(default_factory=tuple)
     #: Whether a session made from an invite (expert, inspector, guest) may call it at all.
     invitees: bool = True
+    #: Other success statuses with the same body (e.g. 200 for an idempotent repeat of a 201 create).
+    also: tuple[int, ...] = ()
 
 
 @functools.lru_cache(maxsize=8)
@@ -206,6 +240,7 @@ class Api:
         raw_body: dict[str, Any] | None = None,
         raw_response: dict[str, Any] | None = None,
         invitees: bool | None = None,
+        also: Sequence[int] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -223,6 +258,7 @@ class Api:
                     raw_body,
                     raw_response,
                     invitees=self.invitees if invitees is None else invitees,
+                    also=tuple(also),
                 )
             )
             return handler
@@ -236,6 +272,8 @@ class Api:
     def _wrap(
         e: Endpoint, services_key: web.AppKey[Services]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        ids = [n for n in re.findall(r"\{(\w+)", e.path) if ID_PARAM.fullmatch(n)]
+
         async def handle(request: web.Request) -> web.StreamResponse:
             services = request.app[services_key]
             principal = None
@@ -252,6 +290,9 @@ class Api:
                 request[PRINCIPAL] = principal
                 if principal.invite_id is not None and not e.invitees:
                     raise Forbidden("not open to invited participants", code="forbidden")
+            for name in ids:
+                if not is_db_id(request.match_info[name]):
+                    raise ValidationFailed(f"{name} must be a positive integer", code="invalid_path_parameter")
             query = None
             if e.query is not None:
                 if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
@@ -305,7 +346,12 @@ class Api:
         for e in self.endpoints:
             path = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", e.path)
             params: list[dict[str, Any]] = [
-                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": n,
+                    "in": "path",
+                    "required": True,
+                    "schema": dict(DB_ID_SCHEMA) if ID_PARAM.fullmatch(n) else {"type": "string"},
+                }
                 for n in re.findall(r"\{(\w+)\}", path)
             ]
             if e.query is not None:
@@ -315,7 +361,7 @@ class Api:
                             "name": name,
                             "in": "query",
                             "required": f.is_required(),
-                            "schema": e.query.model_json_schema()["properties"][name],
+                            "schema": _query_schema(e.query.model_json_schema()["properties"][name]),
                         }
                     )
             op: dict[str, Any] = {
@@ -334,15 +380,13 @@ class Api:
                 }
             elif e.raw_body is not None:
                 op["requestBody"] = {"required": True, "content": e.raw_body}
+            ok: dict[str, Any] = {"description": "ok"}
             if isinstance(e.response, type) and issubclass(e.response, BaseModel):
-                op["responses"][str(e.status)] = {
-                    "description": "ok",
-                    "content": {"application/json": {"schema": ref(e.response)}},
-                }
+                ok["content"] = {"application/json": {"schema": ref(e.response)}}
             elif e.raw_response is not None:
-                op["responses"][str(e.status)] = {"description": "ok", "content": e.raw_response}
-            else:
-                op["responses"][str(e.status)] = {"description": "ok"}
+                ok["content"] = e.raw_response
+            for status in (e.status, *e.also):
+                op["responses"][str(status)] = {"description": "no content"} if status == 204 else ok
             paths.setdefault(path, {})[e.method.lower()] = op
         return {
             "openapi": "3.1.0",
