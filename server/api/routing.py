@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
+from pydantic_core import core_schema
 
 from server.errors import ApiError, BadRequest, Forbidden, Unauthorized, UnsupportedMediaType, ValidationFailed
 from server.services.principal import Principal
@@ -73,6 +74,19 @@ def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
 def is_db_id(raw: str) -> bool:
     """ASCII digits naming an id that can exist (``isdigit`` alone accepts '²')."""
     return raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) <= MAX_DB_ID
+
+
+class _ResponseFieldsRequired(GenerateJsonSchema):
+    """In serialisation mode every field is required: the server always sends it, default or not."""
+
+    def field_is_required(
+        self,
+        field: core_schema.ModelField | core_schema.DataclassField | core_schema.TypedDictField,
+        total: bool,
+    ) -> bool:
+        if self.mode == "serialization":
+            return not field.get("serialization_exclude")
+        return super().field_is_required(field, total)
 
 
 class ErrorBody(BaseModel):
@@ -327,19 +341,22 @@ class Api:
     # -- OpenAPI ----------------------------------------------------------
 
     def openapi(self, *, title: str, version: str) -> dict[str, Any]:
-        models: set[type[BaseModel]] = {ErrorBody}
+        # Request bodies as the server validates them; responses as it serialises them (a field with a default is
+        # then required: the server always sends it).  pydantic names a model that differs between the two
+        # ``-Input``/``-Output``.
+        modes: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorBody, "serialization")}
         for e in self.endpoints:
-            for m in (e.body, e.response):
+            for m, mode in ((e.body, "validation"), (e.response, "serialization")):
                 if isinstance(m, type) and issubclass(m, BaseModel):
-                    models.add(m)
-        ordered = sorted(models, key=lambda m: m.__name__)
+                    modes.add((m, mode))  # type: ignore[arg-type]
+        ordered = sorted(modes, key=lambda mm: (mm[0].__name__, mm[1]))
         keys, defs = models_json_schema(
-            [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
+            ordered, ref_template="#/components/schemas/{model}", schema_generator=_ResponseFieldsRequired
         )
         schemas = defs.get("$defs", {})
 
-        def ref(m: type[BaseModel]) -> dict[str, Any]:
-            return keys[(m, "validation")]
+        def ref(m: type[BaseModel], mode: JsonSchemaMode = "serialization") -> dict[str, Any]:
+            return keys[(m, mode)]
 
         error = {"description": "error", "content": {"application/json": {"schema": ref(ErrorBody)}}}
         paths: dict[str, dict[str, Any]] = {}
@@ -376,7 +393,7 @@ class Api:
             if e.body is not None:
                 op["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": ref(e.body)}},
+                    "content": {"application/json": {"schema": ref(e.body, "validation")}},
                 }
             elif e.raw_body is not None:
                 op["requestBody"] = {"required": True, "content": e.raw_body}

@@ -17,6 +17,7 @@ Schemathesis is synchronous (``requests``); it runs in a worker thread while the
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import hypothesis
@@ -36,7 +37,8 @@ from tests.conftest import Session, login
 from tests.server.api.conftest import open_case, png_bytes, upload
 
 #: Examples per operation, per generation mode, per role: small and fixed so CI is repeatable and fast.
-MAX_EXAMPLES = 6
+#: ``CW_FUZZ_EXAMPLES=50`` runs a deeper, slower pass locally.
+MAX_EXAMPLES = int(os.environ.get("CW_FUZZ_EXAMPLES", "6"))
 CHECKS: list[CheckFunction] = [
     not_a_server_error,
     status_code_conformance,
