@@ -323,7 +323,7 @@ class Api:
             if e.body is not None:
                 data = await read_json(request)
                 try:
-                    body = e.body.model_validate(data)
+                    body = e.body.model_validate_json(json.dumps(data), strict=True)
                 except ValidationError as exc:
                     raise ValidationFailed(
                         "request body is not valid", code="validation_error", details=validation_details(exc)

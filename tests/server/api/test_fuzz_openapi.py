@@ -9,7 +9,12 @@ admin and as community staff.  Every response must
 * carry a status code the operation declares (``status_code_conformance``);
 * carry a declared content type (``content_type_conformance``);
 * match the declared body schema (``response_schema_conformance``: the model for 2xx, the
-  ``{code, message, details}`` error body for 4xx).
+  ``{code, message, details}`` error body for 4xx);
+* be a refusal when the operation declares the bearer scheme and the request had no token (``ignored_auth``
+  re-sends it without), or when the request broke the declared schema (``negative_data_rejection``).
+
+Nothing is skipped: logout is fuzzed with tokens of its own (it would end the fuzzing session), and destructive
+admin operations run on this test's throwaway database.
 
 Schemathesis is synchronous (``requests``); it runs in a worker thread while the event loop serves it.
 """
@@ -29,6 +34,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CheckFunction, not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -44,6 +51,10 @@ CHECKS: list[CheckFunction] = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    # Beyond the responses: an operation that declares the bearer scheme refuses a request without a token (it
+    # re-sends the request without one), and input that breaks the declared schema is refused with a 4xx.
+    ignored_auth,
+    negative_data_rejection,
 ]
 ROLES = ("admin", "staff")
 #: At least this many operations must see a 2xx per role (a floor well below today's count, so the fuzzing cannot
