@@ -2,8 +2,9 @@
 
 The real server runs on a loopback port (aiohttp's TestServer) with the demo district loaded on SQLite;
 schemathesis reads ``/api/v1/openapi.json`` from it and, for every declared operation, sends a bounded,
-derandomised set of generated requests (valid ones, and invalid ones that break the declared schema) as an
-admin and as community staff.  Every response must
+derandomised set of generated requests (valid ones, and invalid ones that break the declared schema), then
+schemathesis' deterministic coverage cases (boundary values, each constraint broken in turn, missing parts,
+unexpected methods), as an admin and as community staff.  Every response must
 
 * never be a 5xx (``not_a_server_error``);
 * carry a status code the operation declares (``status_code_conformance``);
@@ -30,7 +31,7 @@ import pytest
 import schemathesis
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given
-from schemathesis import GenerationMode
+from schemathesis import BaseSchema, GenerationMode
 from schemathesis.checks import CheckFunction, not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -57,6 +58,9 @@ CHECKS: list[CheckFunction] = [
     negative_data_rejection,
 ]
 ROLES = ("admin", "staff")
+#: Logout tokens for its coverage cases (one per case; running out fails the test rather than logging the fuzzing
+#: session out).
+SPARE_FOR_COVERAGE = 40
 #: At least this many operations must see a 2xx per role (a floor well below today's count, so the fuzzing cannot
 #: silently degrade into 401s or 404s for everything).
 MIN_SUCCEEDED = {"admin": 20, "staff": 20}
@@ -108,6 +112,26 @@ def fuzz_operation(
     return None, statuses
 
 
+def cover_operation(
+    schema: BaseSchema, operation: schemathesis.APIOperation, base_url: str, token: str, spare: list[str]
+) -> tuple[str | None, list[int]]:
+    """Schemathesis' coverage cases for one operation: deterministic boundary and schema-breaking values."""
+    statuses: list[int] = []
+    logout = operation.path.endswith("/auth/logout")
+    config = schema.config.generation_for(operation=operation, phase="coverage")
+    modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+    for case in schema.iter_coverage_cases(operation, generation_modes=modes, generation_config=config):
+        headers = {"Authorization": f"Bearer {spare.pop() if logout else token}"}
+        try:
+            response = case.call(base_url=base_url, headers=headers, timeout=30)
+            statuses.append(response.status_code)
+            case.validate_response(response, checks=CHECKS, headers=headers)
+        except (Exception, BaseExceptionGroup) as exc:  # collected, and reported together
+            text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else repr(exc)
+            return f"{operation.label} [coverage]: {text[:1500]}", statuses
+    return None, statuses
+
+
 def fuzz(raw: dict[str, Any], base_url: str, token: str, spare: list[str]) -> tuple[list[str], dict[str, list[int]]]:
     """Every operation, positive and negative data; returns one report per failing operation, and the statuses seen.
 
@@ -125,6 +149,10 @@ def fuzz(raw: dict[str, Any], base_url: str, token: str, spare: list[str]) -> tu
             seen.setdefault(operation.label, []).extend(statuses)
             if failure is not None:
                 failures.append(failure)
+        failure, statuses = cover_operation(schema, operation, base_url, token, spare)
+        seen.setdefault(operation.label, []).extend(statuses)
+        if failure is not None:
+            failures.append(failure)
     return failures, seen
 
 
@@ -145,7 +173,7 @@ async def test_fuzz_openapi(client: TestClient, as_user: Any, role: str) -> None
     await seed(await as_user("staff"))
     raw = await (await client.get("/api/v1/openapi.json")).json()
     base_url = str(client.make_url("")).rstrip("/")
-    spare = [(await login(client, role)).token for _ in range(2 * MAX_EXAMPLES)]
+    spare = [(await login(client, role)).token for _ in range(2 * MAX_EXAMPLES + SPARE_FOR_COVERAGE)]
     failures, seen = await asyncio.to_thread(fuzz, raw, base_url, session.token, spare)
     assert failures == [], "\n\n".join(failures)
     # Not vacuous: the fuzzing session stayed logged in, and many operations were answered with success.
