@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Protocol
 
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 #: The instants the API accepts from clients.  Wide enough for any real date
 #: (birth dates are not instants), narrow enough that converting one to UTC,
@@ -23,8 +23,21 @@ def _in_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-UtcInstant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
-"""A timezone-aware instant from a client, range-checked and converted to UTC (any offset accepted on the wire)."""
+def _iso_only(value: object) -> object:
+    # pydantic would read a number (or a query string such as "0.5") as Unix time; the API documents ISO 8601
+    # date-times only, so anything that is not a datetime or an ISO string is refused here.
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value[:4].isdigit() and value[4:5] == "-":
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError("must be an ISO 8601 date and time with an offset")
+
+
+UtcInstant = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_in_utc)]
+"""A timezone-aware ISO 8601 instant from a client, range-checked and converted to UTC (any offset accepted)."""
 
 
 class Clock(Protocol):

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.cases import case_out
 from server.api.multipart import MULTIPART_OVERHEAD, file_chunks, file_part
-from server.api.routing import Api, Call, Page
+from server.api.routing import MULTIPART_FILE, Api, Call, Page, binary_content
 from server.errors import PayloadTooLarge
 from server.objectstore.http import send_object
-from server.services.documents import REASON_MAX, DocumentChange, document_rooms
+from server.services.documents import DEFAULT_TYPES, REASON_MAX, DocumentChange, document_rooms
 from server.services.policy import Action
 from server.storage.cases import CaseRepository
 from server.storage.matters import MatterRepository
@@ -139,11 +139,7 @@ class SignedUrlOut(BaseModel):
     query=UploadQuery,
     response=DocumentOut,
     status=201,
-    raw_body={
-        "multipart/form-data": {
-            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
-        }
-    },
+    raw_body=MULTIPART_FILE,
 )
 async def upload_document(call: Call) -> DocumentOut:
     sv, request = call.services, call.request
@@ -249,7 +245,7 @@ async def review_document(call: Call) -> DocumentOut:
     "/cases/{case_id}/documents/{document_id}/content",
     summary="Download a material",
     tags=["documents"],
-    raw_response={"application/octet-stream": {}},
+    raw_response=binary_content(*DEFAULT_TYPES),
 )
 async def document_content(call: Call) -> web.StreamResponse:
     sv = call.services

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.documents import DocumentOut
 from server.api.multipart import MULTIPART_OVERHEAD, file_chunks, file_part
-from server.api.routing import Api, Call, Page
+from server.api.routing import MULTIPART_FILE, Api, Call, Page, binary_content
 from server.errors import PayloadTooLarge, ValidationFailed
 from server.objectstore.http import send_object
 from server.services import audit
-from server.services.inspections import EvidenceMeta, LocationIn, ResultIn, TaskCreate
+from server.services.inspections import EVIDENCE_TYPES, EvidenceMeta, LocationIn, ResultIn, TaskCreate
 from server.storage.models import InspectionEvidence, InspectionLocation, InspectionResult, InspectionTask
 
 api = Api()
@@ -310,11 +310,8 @@ async def request_snapshot(call: Call) -> SnapshotRequestOut:
     query=EvidenceMeta,
     response=EvidenceOut,
     status=201,
-    raw_body={
-        "multipart/form-data": {
-            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
-        }
-    },
+    raw_body=MULTIPART_FILE,
+    also=(200,),
 )
 async def upload_evidence(call: Call) -> web.Response:
     sv, request, meta = call.services, call.request, call.query
@@ -365,7 +362,7 @@ async def get_evidence(call: Call) -> EvidenceOut:
     "/inspections/{task_id}/evidence/{evidence_id}/content",
     summary="The evidence photo as uploaded",
     tags=["inspections"],
-    raw_response={"image/jpeg": {}, "image/png": {}, "image/webp": {}},
+    raw_response=binary_content(*EVIDENCE_TYPES),
 )
 async def evidence_content(call: Call) -> web.StreamResponse:
     sv = call.services

@@ -660,6 +660,7 @@ async def set_window_matters(call: Call) -> WindowOut:
     summary="Call the next ticket into its case's session and ring the point (204: nobody waits)",
     tags=["windows"],
     response=TicketCallOut,
+    also=(204,),
 )
 async def call_next(call: Call) -> web.StreamResponse | TicketCallOut:
     sv, out = call.services, Outbox()

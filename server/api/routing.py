@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
+from pydantic_core import core_schema
 
 from server.errors import ApiError, BadRequest, Forbidden, Unauthorized, UnsupportedMediaType, ValidationFailed
 from server.services.principal import Principal
@@ -38,9 +39,54 @@ MAX_JSON_BODY = 256 * 1024
 T = TypeVar("T")
 
 
+#: A path parameter named ``*_id`` is a database id: declared as such, and checked before the handler runs.
+ID_PARAM = re.compile(r"\w+_id")
+#: The OpenAPI schema of such an id.
+DB_ID_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_DB_ID}
+#: The request body of an upload: a multipart form whose part ``file`` is required.
+MULTIPART_FILE: dict[str, Any] = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+        }
+    }
+}
+
+
+def binary_content(*types: str) -> dict[str, Any]:
+    """The OpenAPI ``content`` of a download that is one of ``types``."""
+    return {t: {"schema": {"type": "string", "format": "binary"}} for t in types}
+
+
+def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query field's JSON schema as a query parameter: absent is its ``None``, which a query string cannot say."""
+    schema = {k: v for k, v in schema.items() if not (k == "default" and v is None)}
+    branches = schema.get("anyOf")
+    if branches and {"type": "null"} in branches:
+        rest = [b for b in branches if b != {"type": "null"}]
+        del schema["anyOf"]
+        schema = {**schema, **rest[0]} if len(rest) == 1 else {**schema, "anyOf": rest}
+    return schema
+
+
 def is_db_id(raw: str) -> bool:
     """ASCII digits naming an id that can exist (``isdigit`` alone accepts '²')."""
     return raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) <= MAX_DB_ID
+
+
+class _ResponseFieldsRequired(GenerateJsonSchema):
+    """In serialisation mode every field is required: the server always sends it, default or not."""
+
+    def field_is_required(
+        self,
+        field: core_schema.ModelField | core_schema.DataclassField | core_schema.TypedDictField,
+        total: bool,
+    ) -> bool:
+        if self.mode == "serialization":
+            return not field.get("serialization_exclude")
+        return super().field_is_required(field, total)
 
 
 class ErrorBody(BaseModel):
@@ -104,6 +150,8 @@ class Endpoint:
     errors: tuple[int, ...] = field(default_factory=tuple)
     #: Whether a session made from an invite (expert, inspector, guest) may call it at all.
     invitees: bool = True
+    #: Other success statuses with the same body (e.g. 200 for an idempotent repeat of a 201 create).
+    also: tuple[int, ...] = ()
 
 
 @functools.lru_cache(maxsize=8)
@@ -207,6 +255,7 @@ class Api:
         raw_body: dict[str, Any] | None = None,
         raw_response: dict[str, Any] | None = None,
         invitees: bool | None = None,
+        also: Sequence[int] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -224,6 +273,7 @@ class Api:
                     raw_body,
                     raw_response,
                     invitees=self.invitees if invitees is None else invitees,
+                    also=tuple(also),
                 )
             )
             return handler
@@ -237,6 +287,8 @@ class Api:
     def _wrap(
         e: Endpoint, services_key: web.AppKey[Services]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        ids = [n for n in re.findall(r"\{(\w+)", e.path) if ID_PARAM.fullmatch(n)]
+
         async def handle(request: web.Request) -> web.StreamResponse:
             services = request.app[services_key]
             principal = None
@@ -253,6 +305,9 @@ class Api:
                 request[PRINCIPAL] = principal
                 if principal.invite_id is not None and not e.invitees:
                     raise Forbidden("not open to invited participants", code="forbidden")
+            for name in ids:
+                if not is_db_id(request.match_info[name]):
+                    raise ValidationFailed(f"{name} must be a positive integer", code="invalid_path_parameter")
             query = None
             if e.query is not None:
                 if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
@@ -269,7 +324,7 @@ class Api:
             if e.body is not None:
                 data = await read_json(request)
                 try:
-                    body = e.body.model_validate(data)
+                    body = e.body.model_validate_json(json.dumps(data), strict=True)
                 except ValidationError as exc:
                     raise ValidationFailed(
                         "request body is not valid", code="validation_error", details=validation_details(exc)
@@ -287,26 +342,34 @@ class Api:
     # -- OpenAPI ----------------------------------------------------------
 
     def openapi(self, *, title: str, version: str) -> dict[str, Any]:
-        models: set[type[BaseModel]] = {ErrorBody}
+        # Request bodies as the server validates them; responses as it serialises them (a field with a default is
+        # then required: the server always sends it).  pydantic names a model that differs between the two
+        # ``-Input``/``-Output``.
+        modes: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorBody, "serialization")}
         for e in self.endpoints:
-            for m in (e.body, e.response):
+            for m, mode in ((e.body, "validation"), (e.response, "serialization")):
                 if isinstance(m, type) and issubclass(m, BaseModel):
-                    models.add(m)
-        ordered = sorted(models, key=lambda m: m.__name__)
+                    modes.add((m, mode))  # type: ignore[arg-type]
+        ordered = sorted(modes, key=lambda mm: (mm[0].__name__, mm[1]))
         keys, defs = models_json_schema(
-            [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
+            ordered, ref_template="#/components/schemas/{model}", schema_generator=_ResponseFieldsRequired
         )
         schemas = defs.get("$defs", {})
 
-        def ref(m: type[BaseModel]) -> dict[str, Any]:
-            return keys[(m, "validation")]
+        def ref(m: type[BaseModel], mode: JsonSchemaMode = "serialization") -> dict[str, Any]:
+            return keys[(m, mode)]
 
         error = {"description": "error", "content": {"application/json": {"schema": ref(ErrorBody)}}}
         paths: dict[str, dict[str, Any]] = {}
         for e in self.endpoints:
             path = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", e.path)
             params: list[dict[str, Any]] = [
-                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": n,
+                    "in": "path",
+                    "required": True,
+                    "schema": dict(DB_ID_SCHEMA) if ID_PARAM.fullmatch(n) else {"type": "string"},
+                }
                 for n in re.findall(r"\{(\w+)\}", path)
             ]
             if e.query is not None:
@@ -316,7 +379,7 @@ class Api:
                             "name": name,
                             "in": "query",
                             "required": f.is_required(),
-                            "schema": e.query.model_json_schema()["properties"][name],
+                            "schema": _query_schema(e.query.model_json_schema()["properties"][name]),
                         }
                     )
             op: dict[str, Any] = {
@@ -331,19 +394,17 @@ class Api:
             if e.body is not None:
                 op["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": ref(e.body)}},
+                    "content": {"application/json": {"schema": ref(e.body, "validation")}},
                 }
             elif e.raw_body is not None:
                 op["requestBody"] = {"required": True, "content": e.raw_body}
+            ok: dict[str, Any] = {"description": "ok"}
             if isinstance(e.response, type) and issubclass(e.response, BaseModel):
-                op["responses"][str(e.status)] = {
-                    "description": "ok",
-                    "content": {"application/json": {"schema": ref(e.response)}},
-                }
+                ok["content"] = {"application/json": {"schema": ref(e.response)}}
             elif e.raw_response is not None:
-                op["responses"][str(e.status)] = {"description": "ok", "content": e.raw_response}
-            else:
-                op["responses"][str(e.status)] = {"description": "ok"}
+                ok["content"] = e.raw_response
+            for status in (e.status, *e.also):
+                op["responses"][str(status)] = {"description": "no content"} if status == 204 else ok
             paths.setdefault(path, {})[e.method.lower()] = op
         return {
             "openapi": "3.1.0",

@@ -37,6 +37,7 @@ class SessionOut(BaseModel):
     body=SessionCreate,
     response=SessionOut,
     status=201,
+    also=(200,),
 )
 async def open_session(call: Call) -> web.Response:
     sv = call.services
