@@ -56,7 +56,9 @@ class CaseOut(BaseModel):
     overdue: bool
 
 
-class ChecklistEntry(BaseModel):
+class ChecklistItemOut(BaseModel):
+    """One checklist item of a case with its live status (shared by the case detail and the call summary)."""
+
     code: str
     name_zh: str
     name_en: str
@@ -65,8 +67,11 @@ class ChecklistEntry(BaseModel):
     max_size: int
     documents: int
     satisfied: bool
-    #: ``missing``, ``pending``, ``accepted`` or ``returned`` (材料预审; see ``GET /cases/{id}/materials``).
+    #: ``missing``, ``pending`` (uploaded, not reviewed), ``accepted`` or ``returned`` (材料预审): the newest document.
     status: str
+
+
+class ChecklistEntry(ChecklistItemOut):
     review_reason: str | None
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.cases import case_out
+from server.api.cases import ChecklistItemOut, case_out
 from server.api.multipart import MULTIPART_OVERHEAD, file_chunks, file_part
 from server.api.routing import MULTIPART_FILE, Api, Call, Page, binary_content
 from server.errors import PayloadTooLarge
@@ -69,17 +69,7 @@ class ReviewBody(BaseModel):
     reason: str | None = Field(default=None, max_length=REASON_MAX)
 
 
-class MaterialItemOut(BaseModel):
-    code: str
-    name_zh: str
-    name_en: str
-    required: bool
-    accepted_types: list[str]
-    max_size: int
-    documents: int
-    satisfied: bool
-    #: ``missing``, ``pending`` (uploaded, not reviewed), ``accepted`` or ``returned``: from the newest document.
-    status: str
+class MaterialItemOut(ChecklistItemOut):
     document_id: int | None
     review_reason: str | None
 

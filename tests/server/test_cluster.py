@@ -115,16 +115,21 @@ async def _login(http: aiohttp.ClientSession, url: str, username: str) -> str:
         return str((await resp.json())["access_token"])
 
 
+async def _call_across(http: aiohttp.ClientSession, one: str, two: str) -> tuple[str, str, int]:
+    """Staff logged in on process one, the clerk on process two, and a case's call session opened on one."""
+    staff = await _login(http, one, "staff")
+    clerk = await _login(http, two, "clerk_t1")
+    auth = {"Authorization": f"Bearer {staff}"}
+    async with http.post(f"{one}/api/v1/cases", json=CASE_BODY, headers=auth) as resp:
+        case_id = (await resp.json())["id"]
+    async with http.post(f"{one}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as resp:
+        return staff, clerk, int((await resp.json())["id"])
+
+
 async def test_call_across_two_processes(servers: list[str]) -> None:
     one, two = servers
     async with aiohttp.ClientSession() as http:
-        staff = await _login(http, one, "staff")
-        clerk = await _login(http, two, "clerk_t1")
-        auth = {"Authorization": f"Bearer {staff}"}
-        async with http.post(f"{one}/api/v1/cases", json=CASE_BODY, headers=auth) as resp:
-            case_id = (await resp.json())["id"]
-        async with http.post(f"{one}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as resp:
-            session_id = (await resp.json())["id"]
+        staff, clerk, session_id = await _call_across(http, one, two)
 
         a, b = Caller(one, staff, tag=1), Caller(two, clerk, tag=2)
         try:
@@ -169,13 +174,7 @@ async def test_ending_a_session_through_a_non_owner_tells_everyone(servers: list
     request answered 200 while clients were never told and media went on."""
     one, two = servers
     async with aiohttp.ClientSession() as http:
-        staff = await _login(http, one, "staff")
-        clerk = await _login(http, two, "clerk_t1")
-        auth = {"Authorization": f"Bearer {staff}"}
-        async with http.post(f"{one}/api/v1/cases", json=CASE_BODY, headers=auth) as resp:
-            case_id = (await resp.json())["id"]
-        async with http.post(f"{one}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as resp:
-            session_id = (await resp.json())["id"]
+        staff, clerk, session_id = await _call_across(http, one, two)
         a, b = Caller(one, staff, tag=1), Caller(two, clerk, tag=2)
         try:
             await a.connect()

@@ -68,6 +68,19 @@ async def _login(http: aiohttp.ClientSession, url: str, username: str) -> str:
         return str((await resp.json())["access_token"])
 
 
+async def _case_with_call(server: Server) -> tuple[str, str, int, int]:
+    """Staff and clerk tokens, a new case and its call session."""
+    async with aiohttp.ClientSession() as http:
+        staff, clerk = await _login(http, server.url, "staff"), await _login(http, server.url, "clerk_t1")
+        auth = {"Authorization": f"Bearer {staff}"}
+        async with http.post(f"{server.url}/api/v1/cases", json=CASE_BODY, headers=auth) as resp:
+            assert resp.status == 201, await resp.text()
+            case_id = (await resp.json())["id"]
+        async with http.post(f"{server.url}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as r:
+            session_id = (await r.json())["id"]
+    return staff, clerk, case_id, session_id
+
+
 def _track_folders(spool: Path) -> list[Path]:
     if not spool.is_dir():
         return []
@@ -84,14 +97,7 @@ def _closed_segments(spool: Path) -> int:
 
 async def test_sigkill_mid_recording_then_restart(server: Server, tmp_path: Path) -> None:
     await server.start()
-    async with aiohttp.ClientSession() as http:
-        staff, clerk = await _login(http, server.url, "staff"), await _login(http, server.url, "clerk_t1")
-        auth = {"Authorization": f"Bearer {staff}"}
-        async with http.post(f"{server.url}/api/v1/cases", json=CASE_BODY, headers=auth) as resp:
-            assert resp.status == 201, await resp.text()
-            case_id = (await resp.json())["id"]
-        async with http.post(f"{server.url}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as r:
-            session_id = (await r.json())["id"]
+    staff, clerk, case_id, session_id = await _case_with_call(server)
     spool = tmp_path / "data" / "recordings" / f"session-{session_id}"
     a, b = Caller(server.url, staff, tag=1), Caller(server.url, clerk, tag=2)
     try:
@@ -174,13 +180,7 @@ async def test_a_session_orphaned_by_sigkill_ends_by_itself_and_its_recording_is
     env = {k: v for k, v in server.env.items() if k != "CLOUDWINDOW_RECORDING__SEGMENT_SECONDS"}
     server.env = {**env, "CLOUDWINDOW_SIGNALLING__EMPTY_SESSION_TIMEOUT": str(EMPTY_TIMEOUT)}
     await server.start()
-    async with aiohttp.ClientSession() as http:
-        staff, clerk = await _login(http, server.url, "staff"), await _login(http, server.url, "clerk_t1")
-        auth = {"Authorization": f"Bearer {staff}"}
-        async with http.post(f"{server.url}/api/v1/cases", json=CASE_BODY, headers=auth) as resp:
-            case_id = (await resp.json())["id"]
-        async with http.post(f"{server.url}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as r:
-            session_id = (await r.json())["id"]
+    staff, clerk, case_id, session_id = await _case_with_call(server)
     spool = tmp_path / "data" / "recordings" / f"session-{session_id}"
     a, b = Caller(server.url, staff, tag=1), Caller(server.url, clerk, tag=2)
     try:
@@ -225,13 +225,7 @@ async def test_a_session_across_a_sigkill_and_a_rejoin_gives_one_composite_on_th
     pre-crash tiles (15 s of composite for 53 s of session), and kept a tile per join.  Now: the composite spans the
     session's media on the wall clock (±1 s) with one tile per person."""
     await server.start()
-    async with aiohttp.ClientSession() as http:
-        staff, clerk = await _login(http, server.url, "staff"), await _login(http, server.url, "clerk_t1")
-        auth = {"Authorization": f"Bearer {staff}"}
-        async with http.post(f"{server.url}/api/v1/cases", json=CASE_BODY, headers=auth) as resp:
-            case_id = (await resp.json())["id"]
-        async with http.post(f"{server.url}/api/v1/cases/{case_id}/sessions", json={"kind": "call"}, headers=auth) as r:
-            session_id = (await r.json())["id"]
+    staff, clerk, case_id, session_id = await _case_with_call(server)
     spool = tmp_path / "data" / "recordings" / f"session-{session_id}"
 
     def closed_since(t: float) -> int:
