@@ -25,6 +25,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
 log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
@@ -58,6 +60,10 @@ class Cluster(Protocol):
         """Run ``message`` on ``node_id`` and return its reply (:class:`ClusterError` on timeout)."""
         ...
 
+    async def ping(self) -> None:
+        """Raise :class:`ClusterError` if this process cannot reach the others now (readiness)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -82,6 +88,9 @@ class LocalCluster:
     async def call(self, node_id: str, message: Message) -> Message:
         return await self._handler(message)
 
+    async def ping(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -98,6 +107,7 @@ class RedisCluster:
         self.ttl = ttl
         self.timeout = timeout
         self._owned: set[int] = set()
+        self._listening = False
         self._pending: dict[str, asyncio.Future[Message]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._handler: RequestHandler | None = None
@@ -113,22 +123,37 @@ class RedisCluster:
         self._handler = handler
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(self._channel(self.node_id))
-        self._tasks = [asyncio.create_task(self._listen(pubsub)), asyncio.create_task(self._refresh())]
+        self._listening = True
+        self._tasks = [asyncio.create_task(self._listen_forever(pubsub)), asyncio.create_task(self._refresh())]
 
     async def owner_of(self, session_id: int) -> str:
         key = self._key(session_id)
-        if await self.redis.set(key, self.node_id, nx=True, ex=self.ttl):
-            self._owned.add(session_id)
-            return self.node_id
-        owner = await self.redis.get(key)
+        try:
+            if await self.redis.set(key, self.node_id, nx=True, ex=self.ttl):
+                self._owned.add(session_id)
+                return self.node_id
+            owner = await self.redis.get(key)
+        except RedisError as exc:  # fail fast with a clear refusal, never an unretrieved error
+            raise ClusterError(f"Redis is not reachable: {exc}") from None
         if owner is None:  # expired between the two calls
             return await self.owner_of(session_id)
         if owner == self.node_id:
             self._owned.add(session_id)
         return str(owner)
 
+    async def ping(self) -> None:
+        if not self._listening:
+            raise ClusterError("not subscribed to this process's channel (Redis lost; reconnecting)")
+        try:
+            await self.redis.ping()
+        except RedisError as exc:
+            raise ClusterError(f"Redis is not reachable: {exc}") from None
+
     async def current_owner(self, session_id: int) -> str | None:
-        owner = await self.redis.get(self._key(session_id))
+        try:
+            owner = await self.redis.get(self._key(session_id))
+        except RedisError as exc:
+            raise ClusterError(f"Redis is not reachable: {exc}") from None
         return str(owner) if owner is not None else None
 
     async def release(self, session_id: int) -> None:
@@ -146,7 +171,10 @@ class RedisCluster:
         self._pending[request_id] = future
         try:
             payload = json.dumps({"id": request_id, "reply_to": self.node_id, "message": message})
-            receivers = await self.redis.publish(self._channel(node_id), payload)
+            try:
+                receivers = await self.redis.publish(self._channel(node_id), payload)
+            except RedisError as exc:
+                raise ClusterError(f"Redis is not reachable: {exc}") from None
             if not receivers:
                 raise ClusterError(f"process {node_id} is not listening")
             async with asyncio.timeout(self.timeout):  # not wait_for: on 3.11 it can swallow a cancellation
@@ -155,6 +183,35 @@ class RedisCluster:
             raise ClusterError(f"process {node_id} did not answer in {self.timeout}s") from None
         finally:
             self._pending.pop(request_id, None)
+
+    async def _listen_forever(self, pubsub: Any) -> None:
+        """Serve this process's channel; when Redis goes away, resubscribe with backoff (0.2 s doubling to 2 s).
+
+        A listener that ended with the connection left the process deaf for good (and its peers' calls timed
+        out) until a restart: now it comes back by itself once Redis does.
+        """
+        delay = 0.2
+        while True:
+            try:
+                if pubsub is None:
+                    pubsub = self.redis.pubsub()
+                    await pubsub.subscribe(self._channel(self.node_id))
+                    log.warning("resubscribed to %s after losing Redis", self._channel(self.node_id))
+                self._listening = True
+                delay = 0.2
+                await self._listen(pubsub)
+                raise ConnectionError("the subscription ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._listening:
+                    log.warning("lost the Redis subscription (%s); reconnecting", exc)
+                self._listening = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                pubsub = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _listen(self, pubsub: Any) -> None:
         async for raw in pubsub.listen():
@@ -180,16 +237,36 @@ class RedisCluster:
         except Exception:
             log.exception("forwarded request failed")
             reply = {"ok": False, "error": {"code": "internal_error", "message": "internal error"}}
-        await self.redis.publish(self._channel(data["reply_to"]), json.dumps({"id": data["id"], "reply": reply}))
+        try:
+            await self.redis.publish(self._channel(data["reply_to"]), json.dumps({"id": data["id"], "reply": reply}))
+        except RedisError as exc:  # the caller times out with a clear ClusterError
+            log.warning("could not send a forwarded request's reply: %s", exc)
+
+    #: Keep the key if it is ours, recreate it if it is gone (Redis restarted empty), never take another's.
+    _REASSERT = (
+        "local v = redis.call('get', KEYS[1]) "
+        "if v == false then redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end "
+        "if v == ARGV[1] then redis.call('expire', KEYS[1], ARGV[2]) return 1 end "
+        "return 0"
+    )
 
     async def _refresh(self) -> None:
+        """Every ttl/3: re-assert the sessions this process owns.
+
+        ``SET … XX`` only extended a key that still existed, so after a Redis restart the owner never recreated
+        its keys; a join elsewhere then claimed the session and the two processes split the room.
+        """
         while True:
             await asyncio.sleep(self.ttl / 3)
             for session_id in list(self._owned):
                 try:
-                    await self.redis.set(self._key(session_id), self.node_id, ex=self.ttl, xx=True)
-                except Exception:
-                    log.exception("could not refresh ownership of session %s", session_id)
+                    kept = await self.redis.eval(self._REASSERT, 1, self._key(session_id), self.node_id, self.ttl)
+                except RedisError as exc:
+                    log.warning("could not refresh ownership of session %s: %s", session_id, exc)
+                    continue
+                if not kept:
+                    log.warning("session %s is owned by another process now; this one lets it go", session_id)
+                    self._owned.discard(session_id)
 
     async def close(self) -> None:
         for task in self._tasks:

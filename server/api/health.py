@@ -21,7 +21,8 @@ def health_routes(services_key: web.AppKey[Services], openapi: dict[str, object]
     async def readyz(request: web.Request) -> web.Response:
         sv = request.app[services_key]
         checks: dict[str, str] = {}
-        for name, probe in (("database", sv.db.ping), ("object_store", sv.store.ping)):
+        probes = (("database", sv.db.ping), ("object_store", sv.store.ping), ("cluster", sv.signalling.cluster.ping))
+        for name, probe in probes:
             try:
                 await probe()
                 checks[name] = "ok"

@@ -9,7 +9,9 @@ prefix of their own.  The same call as ``test_media_call`` runs across them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -69,16 +71,17 @@ def cluster_env(tmp_path: Path, redis_available: None) -> Iterator[dict[str, str
         r.delete(key)
 
 
-@pytest.fixture
-async def servers(cluster_env: dict[str, str], tmp_path: Path) -> AsyncIterator[list[str]]:
+@contextlib.asynccontextmanager
+async def _processes(env: dict[str, str], tmp_path: Path, n: int = 2) -> AsyncIterator[list[str]]:
+    """``n`` real ``cloudwindow serve`` processes on loopback ports, ready; terminated on the way out."""
     procs, urls = [], []
-    for i in range(2):
+    for i in range(n):
         port = _free_port()
-        log = open(tmp_path / f"server{i}.log", "w")  # noqa: ASYNC230 - a fixture; closed below
+        log = open(tmp_path / f"server{i}.log", "w")  # noqa: ASYNC230 - closed below
         procs.append(
             (
                 subprocess.Popen(  # noqa: ASYNC220 - starting, not waiting
-                    [str(BIN / "cloudwindow"), "serve", "--port", str(port)], env=cluster_env, stdout=log, stderr=log
+                    [str(BIN / "cloudwindow"), "serve", "--port", str(port)], env=env, stdout=log, stderr=log
                 ),
                 log,
             )
@@ -107,6 +110,12 @@ async def servers(cluster_env: dict[str, str], tmp_path: Path) -> AsyncIterator[
             except subprocess.TimeoutExpired:
                 proc.kill()
             log.close()
+
+
+@pytest.fixture
+async def servers(cluster_env: dict[str, str], tmp_path: Path) -> AsyncIterator[list[str]]:
+    async with _processes(cluster_env, tmp_path) as urls:
+        yield urls
 
 
 async def _login(http: aiohttp.ClientSession, url: str, username: str) -> str:
@@ -192,3 +201,92 @@ async def test_ending_a_session_through_a_non_owner_tells_everyone(servers: list
         finally:
             await a.close()
             await b.close()
+
+
+class OwnRedis:
+    """redis-server on a free loopback port of the test's own, nothing on disk; ``kill`` is SIGKILL."""
+
+    def __init__(self, tmp: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            unavailable("redis-server is not installed")
+        self.binary, self.tmp, self.port = str(binary), tmp, _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen([*args, "--dir", str(self.tmp)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(self.url, socket_connect_timeout=0.2).ping()
+                return
+            except redis.RedisError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+async def _status(http: aiohttp.ClientSession, url: str) -> int:
+    async with http.get(f"{url}/readyz") as resp:
+        return resp.status
+
+
+async def test_a_redis_restart_needs_no_process_restart(cluster_env: dict[str, str], tmp_path: Path) -> None:
+    """BUG (issue 24): during a Redis outage forwarded events failed with an unretrieved ConnectionError; after the
+    restart each process's listener was dead for good, lost owner keys were never recreated (``SET … XX``) and
+    ``/readyz`` said 200 throughout.  Now: readiness reports the cluster, a join fails fast in words, the listener
+    resubscribes, the owner re-asserts its key, and a join through the other process reaches the same room."""
+    own = OwnRedis(tmp_path)
+    own.start()
+    try:
+        async with _processes({**cluster_env, "CLOUDWINDOW_REDIS_URL": own.url}, tmp_path) as (one, two):
+            async with aiohttp.ClientSession() as http:
+                staff, clerk, session_id = await _call_across(http, one, two)
+                a = Caller(one, staff, tag=1)
+                try:
+                    await a.connect()
+                    await a.join(session_id)  # process one owns the session
+
+                    own.kill()
+                    deadline = time.monotonic() + 10
+                    while await _status(http, one) != 503:
+                        assert time.monotonic() < deadline, "/readyz stayed 200 with Redis gone"
+                        await asyncio.sleep(0.2)
+                    b = Caller(two, clerk, tag=2)
+                    try:
+                        await b.connect()
+                        ack = await b.sio.call("session.join", {"session_id": session_id}, timeout=15)
+                        assert ack["error"]["code"] == "session_unavailable", ack
+                    finally:
+                        await b.close()
+                    await asyncio.sleep(5)
+                    own.start()  # empty: every owner key is gone
+
+                    deadline = time.monotonic() + 15
+                    while not (await _status(http, one) == 200 and await _status(http, two) == 200):
+                        assert time.monotonic() < deadline, "not ready again after Redis came back"
+                        await asyncio.sleep(0.2)
+                    r = redis.Redis.from_url(own.url, decode_responses=True)
+                    await until(lambda: any(r.scan_iter("*:session:*:owner")), 10, "the owner key re-asserted")
+                    b2 = Caller(two, clerk, tag=3)
+                    try:
+                        await b2.connect()
+                        ack = await b2.join(session_id)
+                        ids = sorted(p["participant_id"] for p in ack["participants"])
+                        assert ids == sorted([a.participant_id, b2.participant_id]), ack  # one room, not a split
+                        assert a.media and b2.media
+                        await until(
+                            lambda: len(a.media.from_tag(3)) >= 5 and len(b2.media.from_tag(1)) >= 5, 20, "media"
+                        )
+                    finally:
+                        await b2.close()
+                finally:
+                    await a.close()
+    finally:
+        own.kill()
