@@ -27,7 +27,7 @@ from server.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unsupp
 from server.objectstore import ObjectStore, ObjectTooLarge, StoredObject
 from server.services import audit
 from server.services.cases import OPEN_STATES, CaseService, CaseView
-from server.services.pictures import PICTURE_TYPES, verify_stored_picture
+from server.services.pictures import PICTURE_TYPES, PictureSpool
 from server.services.policy import Action
 from server.services.principal import Principal, Role
 from server.storage.cases import CaseRepository
@@ -145,22 +145,33 @@ async def put_sniffed(
             wrong_type, code="unsupported_type", details={"detected": detected, "accepted": list(accepted)}
         )
 
+    # A picture is copied as it streams to the store, and decoded from that copy once it is stored.
+    spool = PictureSpool() if detected in PICTURE_TYPES else None
+
     async def stream() -> AsyncIterator[bytes]:
+        if spool is not None:
+            await spool.feed(head)
         yield head
         async for chunk in body:
+            if spool is not None:
+                await spool.feed(chunk)
             yield chunk
 
     key = key_for(detected)
     try:
-        stored = await store.put(key, stream(), content_type=detected, max_size=max_size)
-    except ObjectTooLarge:
-        raise PayloadTooLarge(too_large, code="file_too_large", details={"max_size": max_size}) from None
-    if detected in PICTURE_TYPES:
         try:
-            await verify_stored_picture(store, key)
-        except BaseException:
-            await store.delete(key)
-            raise
+            stored = await store.put(key, stream(), content_type=detected, max_size=max_size)
+        except ObjectTooLarge:
+            raise PayloadTooLarge(too_large, code="file_too_large", details={"max_size": max_size}) from None
+        if spool is not None:
+            try:
+                await spool.verify()
+            except BaseException:
+                await store.delete(key)
+                raise
+    finally:
+        if spool is not None:
+            spool.close()
     return key, detected, stored
 
 
