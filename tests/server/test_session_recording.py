@@ -22,7 +22,7 @@ from recordings.segments import TrackManifest
 from server.app import SERVICES
 from server.settings import RecordingSettings, Settings
 from tests.media_harness import Caller, until
-from tests.server.api.conftest import open_case
+from tests.server.api.conftest import open_call, open_case
 
 
 @pytest.fixture
@@ -49,9 +49,7 @@ async def recorded_session_flow(as_user: Any, client: Any, settings: Settings) -
     staff, clerk = await as_user("staff"), await as_user("clerk_t1")
     staff_name = (await (await staff.get("/api/v1/me")).json())["display_name"]
     clerk_name = (await (await clerk.get("/api/v1/me")).json())["display_name"]
-    case = await open_case(staff)
-    resp = await staff.post(f"/api/v1/cases/{case['id']}/sessions", json={"kind": "call"})
-    session_id = int((await resp.json())["id"])
+    case, session_id = await open_call(staff)
     base = f"http://127.0.0.1:{client.server.port}"
     a, b = Caller(base, staff.token, tag=1), Caller(base, clerk.token, tag=2)
     try:

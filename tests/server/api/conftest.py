@@ -57,6 +57,14 @@ async def open_case(session: Session, **overrides: Any) -> dict[str, Any]:
     return dict(await resp.json())
 
 
+async def open_call(session: Session, **overrides: Any) -> tuple[dict[str, Any], int]:
+    """A new case and its call session: ``(case, session id)``."""
+    case = await open_case(session, **overrides)
+    resp = await session.post(f"/api/v1/cases/{case['id']}/sessions", json={"kind": "call"})
+    assert resp.status == 201, await resp.text()
+    return case, int((await resp.json())["id"])
+
+
 async def upload(session: Session, case_id: int, item: str | None, data: bytes, **kw: Any) -> Any:
     path = f"/api/v1/cases/{case_id}/documents" + (f"?item={item}" if item else "")
     return await session.post(path, data=form(data, **kw))

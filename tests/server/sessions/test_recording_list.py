@@ -16,7 +16,7 @@ import pytest
 
 from server.settings import RecordingSettings, Settings
 from tests.media_harness import Caller, until
-from tests.server.api.conftest import open_case
+from tests.server.api.conftest import open_call
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -31,9 +31,7 @@ def settings(settings: Settings) -> Settings:
 @SQLITE_ONLY
 async def test_rejoin_gives_a_file_per_participant_with_its_start_offset(as_user: Any, client: Any) -> None:
     staff, clerk = await as_user("staff"), await as_user("clerk_t1")
-    case = await open_case(staff)
-    resp = await staff.post(f"/api/v1/cases/{case['id']}/sessions", json={"kind": "call"})
-    session_id = int((await resp.json())["id"])
+    case, session_id = await open_call(staff)
     base = f"http://127.0.0.1:{client.server.port}"
     a, b = Caller(base, staff.token, tag=1), Caller(base, clerk.token, tag=2)
     try:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.media_harness import Caller, until
-from tests.server.api.conftest import open_case
+from tests.server.api.conftest import open_call
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 PROTOCOL_MD = (Path(__file__).resolve().parents[3] / "docs" / "protocol.md").read_text(encoding="utf-8")
@@ -28,9 +28,7 @@ def _offers(c: Caller) -> list[dict[str, Any]]:
 @SQLITE_ONLY
 async def test_offers_name_their_participant_and_leave_reasons_are_documented(as_user: Any, client: Any) -> None:
     staff, clerk = await as_user("staff"), await as_user("clerk_t1")
-    case = await open_case(staff)
-    resp = await staff.post(f"/api/v1/cases/{case['id']}/sessions", json={"kind": "call"})
-    session_id = int((await resp.json())["id"])
+    _, session_id = await open_call(staff)
     base = f"http://127.0.0.1:{client.server.port}"
     a, b = Caller(base, staff.token, tag=1), Caller(base, clerk.token, tag=2)
     try:
