@@ -52,10 +52,11 @@ imports: setup
 	$(BIN)/lint-imports
 
 # Debian packages the tests drive for real: coturn for TURN, Chromium (and a CJK font for its screenshots) for the
-# browser tests. Installed when we may; the tests fail in CI without them.
-SYSTEM_PACKAGES := coturn chromium fonts-wqy-zenhei
+# browser tests, redis-server for the Redis-restart test (which starts and kills one of its own). Installed when we
+# may; the tests fail in CI without them.
+SYSTEM_PACKAGES := coturn chromium fonts-wqy-zenhei redis-server
 system-deps:
-	@if ! command -v turnserver >/dev/null || ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi wqy; then \
+	@if ! command -v turnserver >/dev/null || ! command -v chromium >/dev/null || ! command -v redis-server >/dev/null || ! fc-list 2>/dev/null | grep -qi wqy; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get install -y -q $(SYSTEM_PACKAGES) || (apt-get update -q && apt-get install -y -q $(SYSTEM_PACKAGES))) >/dev/null; \
 	  else echo "install: $(SYSTEM_PACKAGES) (apt-get install $(SYSTEM_PACKAGES)); the TURN tests skip without coturn locally, the browser tests fail without Chromium"; fi; \
