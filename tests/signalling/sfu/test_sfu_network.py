@@ -259,10 +259,10 @@ async def test_room_drops_candidates_outside_the_policy_and_refuses_bad_answers(
         with pytest.raises(MediaPolicyError) as excinfo:
             await call.room.add_candidate("alice", "candidate:1 1 udp", "0")
         assert code_of(excinfo) == "sdp_invalid"
-        for port in range(19):  # the answer already had one (ports below 1024: never the answer's ephemeral one)
-            await call.room.add_candidate("alice", f"candidate:{port} 1 udp 1 127.0.0.1 {1000 + port} typ host", "0")
+        for port in range(19):  # the answer already had one
+            await call.room.add_candidate("alice", f"candidate:{port} 1 udp 1 127.0.0.1 {40000 + port} typ host", "0")
         with pytest.raises(MediaPolicyError) as excinfo:
-            await call.room.add_candidate("alice", "candidate:99 1 udp 1 127.0.0.1 999 typ host", "0")
+            await call.room.add_candidate("alice", "candidate:99 1 udp 1 127.0.0.1 39999 typ host", "0")
         assert code_of(excinfo) == "too_many_candidates"
         await call.room.add_candidate("alice", "candidate:0 1 udp 1 127.0.0.1 40000 typ host", "0")  # a repeat is fine
         await call.room.add_candidate("alice", "", "0")  # end-of-candidates
